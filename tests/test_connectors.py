@@ -1,0 +1,278 @@
+"""Connector delivery promises, each on the memory broker and on real RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from vumi_like.broker import Broker, BrokerError
+from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE, HEADER_DL_WORKER
+from vumi_like.connectors import (
+    ReceiveInboundConnector,
+    ReceiveOutboundConnector,
+    current_attempt,
+)
+from vumi_like.messages import Event, Message
+
+from .broker.test_contract import nothing_arrives, receive
+
+
+def make_message(content: str = "hello", **fields: object) -> Message:
+    return Message(
+        to_addr="+27820000001",
+        from_addr="12345",
+        transport_name="sim",
+        transport_type="sms",
+        content=content,
+        **fields,
+    )
+
+
+async def test_outbound_reaches_transport_and_inbound_and_events_come_back(
+    broker: Broker, unique: str
+):
+    inbound_seen: list[Message] = []
+    events_seen: list[Event] = []
+    outbound_seen: list[Message] = []
+    done = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique, worker_name="transport")
+
+        async def on_outbound(msg: Message) -> None:
+            outbound_seen.append(msg)
+            await transport.publish_event(Event.ack(msg, sent_message_id="provider-1"))
+            await transport.publish_inbound(msg.reply("pong"))
+
+        app = ReceiveInboundConnector(broker, unique, worker_name="app")
+
+        def on_inbound(msg: Message) -> None:  # sync handlers work too
+            inbound_seen.append(msg)
+            if events_seen:
+                done.set()
+
+        async def on_event(event: Event) -> None:
+            events_seen.append(event)
+            if inbound_seen:
+                done.set()
+
+        await transport.setup(nursery, outbound_handler=on_outbound)
+        await app.setup(nursery, inbound_handler=on_inbound, event_handler=on_event)
+        sent = make_message("ping")
+        await app.publish_outbound(sent)
+        with trio.fail_after(10):
+            await done.wait()
+        await app.close()
+        await transport.close()
+
+    assert [m.message_id for m in outbound_seen] == [sent.message_id]
+    assert inbound_seen[0].content == "pong"
+    assert inbound_seen[0].in_reply_to == sent.message_id
+    assert events_seen[0].user_message_id == sent.message_id
+    assert events_seen[0].sent_message_id == "provider-1"
+
+
+async def test_handler_exception_dead_letters_raw_body_and_consuming_continues(
+    broker: Broker, unique: str
+):
+    handled: list[str] = []
+    second_done = trio.Event()
+
+    async def on_outbound(msg: Message) -> None:
+        if msg.content == "boom":
+            raise RuntimeError("provider exploded")
+        handled.append(msg.content or "")
+        second_done.set()
+
+    first = make_message("boom")
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique, worker_name="sms-transport")
+        await transport.setup(nursery, outbound_handler=on_outbound)
+        await broker.publish(f"{unique}.outbound", first.to_json())
+        await broker.publish(f"{unique}.outbound", make_message("fine").to_json())
+        with trio.fail_after(10):
+            await second_done.wait()
+        await transport.close()
+
+    [dead] = await receive(broker, broker.dead_letter_queue, 1)
+    assert dead.body == first.to_json()
+    assert dead.headers[HEADER_DL_QUEUE] == f"{unique}.outbound"
+    assert dead.headers[HEADER_DL_ERROR] == "RuntimeError: provider exploded"
+    assert dead.headers[HEADER_DL_WORKER] == "sms-transport"
+    assert handled == ["fine"]
+    assert await nothing_arrives(broker, f"{unique}.outbound", 0.3)
+
+
+async def test_undecodable_bodies_are_dead_lettered_with_the_reason(broker: Broker, unique: str):
+    valid = make_message().serialise()
+    missing_field = {k: v for k, v in valid.items() if k != "to_addr"}
+    wrong_type = {**valid, "to_addr": 42}
+    bodies = [
+        b"not json at all",
+        json.dumps(missing_field).encode(),
+        json.dumps(wrong_type).encode(),
+    ]
+    handled: list[Message] = []
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique, worker_name="t")
+        await transport.setup(nursery, outbound_handler=handled.append)
+        for body in bodies:
+            await broker.publish(f"{unique}.outbound", body)
+        dead = await receive(broker, broker.dead_letter_queue, 3)
+        await transport.close()
+
+    assert handled == []
+    assert sorted(d.body for d in dead) == sorted(bodies)
+    reasons = {d.body: d.headers[HEADER_DL_ERROR] for d in dead}
+    assert all(r.startswith("invalid envelope") for r in reasons.values())
+    assert "to_addr" in reasons[bodies[1]]
+    assert "to_addr" in reasons[bodies[2]]
+
+
+async def test_delivery_is_not_acked_before_its_handler_returns(broker: Broker, unique: str):
+    started = trio.Event()
+
+    async def stuck(msg: Message) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    msg = make_message("slow")
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique, shutdown_timeout=0.2)
+        await transport.setup(nursery, outbound_handler=stuck)
+        await broker.publish(f"{unique}.outbound", msg.to_json())
+        with trio.fail_after(10):
+            await started.wait()
+        # The worker stops while the handler is still running: it gets
+        # shutdown_timeout, is cancelled, and its delivery must come back.
+        await transport.close()
+
+    [again] = await receive(broker, f"{unique}.outbound", 1)
+    assert again.body == msg.to_json()
+    assert again.redelivered
+
+
+async def test_close_waits_for_in_flight_handlers_that_finish_in_time(broker: Broker, unique: str):
+    started = trio.Event()
+    finished: list[str] = []
+
+    async def slowish(msg: Message) -> None:
+        started.set()
+        await trio.sleep(0.3)
+        finished.append(msg.message_id)
+
+    msg = make_message()
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique, shutdown_timeout=5)
+        await transport.setup(nursery, outbound_handler=slowish)
+        await broker.publish(f"{unique}.outbound", msg.to_json())
+        with trio.fail_after(10):
+            await started.wait()
+        await transport.close()
+        # After close, a new message is not consumed.
+        await broker.publish(f"{unique}.outbound", make_message("late").to_json())
+
+    assert finished == [msg.message_id]
+    [late] = await receive(broker, f"{unique}.outbound", 1)
+    assert Message.from_json(late.body).content == "late"
+
+
+async def test_failed_publish_inside_handler_dead_letters_instead_of_acking(
+    broker: Broker, unique: str
+):
+    async def forward(msg: Message) -> None:
+        await broker.publish(f"{unique}.nowhere", msg.to_json())
+
+    msg = make_message()
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique)
+        await transport.setup(nursery, outbound_handler=forward)
+        await broker.publish(f"{unique}.outbound", msg.to_json())
+        [dead] = await receive(broker, broker.dead_letter_queue, 1)
+        await transport.close()
+    assert dead.body == msg.to_json()
+    assert "PublishError" in dead.headers[HEADER_DL_ERROR]
+
+
+async def test_retry_later_redelivers_with_an_attempt_counter(broker: Broker, unique: str):
+    attempts: list[int] = []
+    done = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique)
+
+        async def flaky(msg: Message) -> None:
+            attempts.append(current_attempt())
+            if current_attempt() < 2:
+                await transport.retry_later(msg, 0.05)
+            else:
+                done.set()
+
+        await transport.setup(nursery, outbound_handler=flaky)
+        await transport.publish_inbound(make_message())  # declared, unused here
+        await broker.publish(f"{unique}.outbound", make_message().to_json())
+        with trio.fail_after(10):
+            await done.wait()
+        await transport.close()
+    assert attempts == [0, 1, 2]
+
+
+async def test_retry_later_of_an_event_returns_to_the_event_queue(broker: Broker, unique: str):
+    got: list[tuple[str, int]] = []
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        app = ReceiveInboundConnector(broker, unique)
+
+        async def on_event(event: Event) -> None:
+            got.append((event.event_id, current_attempt()))
+            if current_attempt() == 0:
+                await app.retry_later(event, 0.05)
+            else:
+                done.set()
+
+        await app.setup(nursery, inbound_handler=lambda m: None, event_handler=on_event)
+        event = Event.ack(make_message(), sent_message_id="s1")
+        await broker.publish(f"{unique}.event", event.to_json())
+        with trio.fail_after(10):
+            await done.wait()
+        await app.close()
+    assert got == [(event.event_id, 0), (event.event_id, 1)]
+
+
+async def test_concurrency_bounds_handlers_in_flight(broker: Broker, unique: str):
+    in_flight = 0
+    peak = 0
+    handled = 0
+    all_done = trio.Event()
+
+    async def handler(msg: Message) -> None:
+        nonlocal in_flight, peak, handled
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await trio.sleep(0.02)
+        in_flight -= 1
+        handled += 1
+        if handled == 30:
+            all_done.set()
+
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique, concurrency=4)
+        await transport.setup(nursery, outbound_handler=handler)
+        for _ in range(30):
+            await broker.publish(f"{unique}.outbound", make_message().to_json())
+        with trio.fail_after(20):
+            await all_done.wait()
+        await transport.close()
+    assert 1 < peak <= 4
+
+
+async def test_publish_without_a_running_broker_fails_clearly(unique: str):
+    from vumi_like.broker import open_broker
+
+    try:
+        async with open_broker("amqp://guest:hunter2@127.0.0.1:1/", connect_timeout=2):
+            raise AssertionError("connected to a closed port")
+    except BrokerError as exc:
+        assert "127.0.0.1:1" in str(exc)
+        assert "hunter2" not in str(exc)

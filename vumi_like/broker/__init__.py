@@ -1,0 +1,51 @@
+"""Message brokers: the ``Broker`` interface, RabbitMQ (aio-pika) and in-memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from vumi_like.broker.base import (
+    DEAD_LETTER_QUEUE,
+    EXCHANGE,
+    Broker,
+    BrokerError,
+    Delivery,
+    PublishError,
+    Subscription,
+)
+
+__all__ = [
+    "DEAD_LETTER_QUEUE",
+    "EXCHANGE",
+    "Broker",
+    "BrokerError",
+    "Delivery",
+    "PublishError",
+    "Subscription",
+    "open_broker",
+]
+
+
+@asynccontextmanager
+async def open_broker(url: str, **options: object) -> AsyncIterator[Broker]:
+    """Open the broker named by ``url``: ``memory://`` or ``amqp://user:pass@host:port/vhost``.
+
+    ``options`` go to the implementation (``connect_timeout``, ``publish_timeout``...).
+    """
+    if url.startswith("memory://"):
+        from vumi_like.broker.memory import open_memory_broker
+
+        # Connection options (timeouts, reconnect interval) mean nothing in-process.
+        memory_options = {k: v for k, v in options.items() if k == "dead_letter_queue"}
+        async with open_memory_broker(**memory_options) as broker:  # type: ignore[arg-type]
+            yield broker
+    elif url.startswith(("amqp://", "amqps://")):
+        from vumi_like.broker.rabbitmq import open_rabbitmq_broker
+
+        async with open_rabbitmq_broker(url, **options) as broker:  # type: ignore[arg-type]
+            yield broker
+    else:
+        raise ValueError(
+            f"unsupported broker URL scheme in {url.split('://')[0]!r}: use memory:// or amqp://"
+        )

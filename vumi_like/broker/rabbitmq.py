@@ -1,0 +1,717 @@
+"""RabbitMQ broker: aio-pika on a private asyncio loop in an I/O thread, bridged to trio.
+
+Why a thread: every worker above this module is trio, and aio-pika is asyncio. The
+obvious bridge, trio-asyncio wrapping each aio-pika call, costs a loop hand-over per
+call and measured ~440 msg/s with publisher confirms on a two-core machine, against
+~1,500-1,900 msg/s for plain asyncio. Here aio-pika runs untouched on its own loop in
+a dedicated thread, and the two sides exchange *batches*:
+
+* trio -> asyncio: requests (publish, ack, requeue, declare...) are appended to a
+  ``deque``; ``loop.call_soon_threadsafe`` is called only on the empty -> non-empty
+  edge (``_io_wake_pending``), and the I/O side drains everything pending in one
+  pass. Under load one wake-up carries many requests.
+* asyncio -> trio: deliveries and request results come back the same way through
+  ``TrioToken.run_sync_soon``; a trio task waiting on a publish wakes when its
+  confirm, or its failure, arrives.
+
+The edge flag is safe without a lock because the drainer clears the flag *before*
+it starts popping: a producer that still sees the flag set appended before the
+drain began, so that drain will see its item; one that sees it cleared schedules a
+new drain (at worst an empty one).
+
+Publishing goes straight to the aiormq channel under aio-pika's robust channel, so
+confirms are pipelined (each publish waits only for its own confirm; thousands can
+be in flight) and the per-publish cost is one frame write plus one future.
+
+Acks: handlers finish out of order, so ``multiple=True`` would only be safe for a
+contiguous finished prefix; we send single acks, many per I/O pass, without waiting
+for the socket to drain. A delivery remembers the aiormq channel it came on; after a
+reconnect that channel is closed and its delivery tags are void, so the ack is
+dropped and RabbitMQ redelivers the message (handlers must tolerate duplicates).
+
+Reconnection is aio-pika's robust connection: it re-declares the exchange, queues
+and bindings declared through it and re-registers consumers. ``connected`` follows
+its close/reconnect callbacks, and a publish issued while disconnected waits for the
+reconnect (up to ``publish_timeout``) instead of failing at once.
+
+Shutdown: consumers are cancelled and their channels closed by the subscription
+contexts (RabbitMQ requeues what was not acked), then the connection closes, the
+loop stops and the thread is joined. An unexpected error on the I/O side fails every
+waiting trio call with ``BrokerError`` rather than leaving it hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+import trio
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq import spec
+from aiormq.abc import ChannelFrame
+from pamqp.header import ContentHeader
+
+from vumi_like.broker.base import (
+    DEAD_LETTER_QUEUE,
+    DELAY_PREFIX,
+    EXCHANGE,
+    Broker,
+    BrokerError,
+    Delivery,
+    Headers,
+    PublishError,
+    Subscription,
+    delay_bucket_ms,
+)
+from vumi_like.logs import redact_text
+
+log = structlog.get_logger(__name__)
+
+# Errors that mean "the channel or connection went away": wait for the reconnect.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+)
+
+
+class _Pending:
+    """A trio task's handle on a request running in the I/O thread."""
+
+    __slots__ = ("error", "event", "result")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self, outcome: tuple[Any, BaseException | None]) -> None:
+        self.result, self.error = outcome
+        self.event.set()
+
+    async def wait(self) -> Any:
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _RabbitSubscription(Subscription):
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.send, self.receive = trio.open_memory_channel[Delivery](math.inf)
+        self.channel: AbstractRobustChannel | None = None
+        self.broker_closed = False
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        try:
+            return await self.receive.receive()
+        except trio.EndOfChannel:
+            if self.broker_closed:
+                raise BrokerError(
+                    f"the broker closed under the consumer of {self.queue!r}"
+                ) from None
+            raise StopAsyncIteration from None
+
+
+# Request kinds sent to the I/O thread. Tuples, not objects: this is the hot path.
+_PUBLISH, _ACK, _REQUEUE, _CALL = range(4)
+
+
+class RabbitMQBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        *,
+        dead_letter_queue: str = DEAD_LETTER_QUEUE,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 30.0,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.dead_letter_queue = dead_letter_queue
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self.reconnect_interval = reconnect_interval
+        self._connected = False
+        self._closed = False
+        self._closing = False  # set in the I/O thread when aclose begins
+        self._failure: BaseException | None = None
+
+        # trio side
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._to_trio: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._trio_wake_pending = False
+        self._waiting: set[_Pending] = set()
+        self._subscriptions: set[_RabbitSubscription] = set()
+
+        # I/O side; touched only from the I/O thread once started
+        self._loop = asyncio.new_event_loop()
+        self._to_io: deque[tuple[Any, ...]] = deque()
+        self._io_wake_pending = False
+        self._thread = threading.Thread(target=self._run_loop, name="vumi-like-amqp", daemon=True)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._publish_channel: aiormq.abc.AbstractChannel | None = None
+        self._reconnected: asyncio.Event | None = None
+        self._declared: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ trio side
+
+    @property
+    def connected(self) -> bool:
+        return self._connected and not self._closed
+
+    async def start(self) -> None:
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._thread.start()
+        try:
+            await self._call(self._io_connect)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._stop_thread()
+            raise
+
+    def _submit(self, request: tuple[Any, ...]) -> None:
+        if self._closed and request[0] != _CALL:
+            raise BrokerError("the broker is closed")
+        self._to_io.append(request)
+        if not self._io_wake_pending:
+            self._io_wake_pending = True
+            self._loop.call_soon_threadsafe(self._drain_to_io)
+
+    def _drain_to_trio(self) -> None:
+        self._trio_wake_pending = False
+        queue = self._to_trio
+        while queue:
+            fn, arg = queue.popleft()
+            fn(arg)
+
+    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run coroutine function ``fn(*args)`` on the I/O loop; return its result here."""
+        if self._failure is not None:
+            raise BrokerError(f"the broker's I/O thread failed: {self._failure!r}")
+        pending = _Pending()
+        self._waiting.add(pending)
+        try:
+            self._submit((_CALL, fn, args, pending))
+            return await pending.wait()
+        finally:
+            self._waiting.discard(pending)
+
+    async def declare_queue(self, queue: str) -> None:
+        await self._call(self._io_declare_queue, queue)
+
+    async def publish(
+        self, routing_key: str, body: bytes, *, headers: Headers | None = None
+    ) -> None:
+        await self._publish(EXCHANGE, routing_key, body, headers)
+
+    async def _publish(
+        self, exchange: str, routing_key: str, body: bytes, headers: Headers | None
+    ) -> None:
+        if self._failure is not None:
+            raise BrokerError(f"the broker's I/O thread failed: {self._failure!r}")
+        pending = _Pending()
+        self._waiting.add(pending)
+        try:
+            self._submit((_PUBLISH, exchange, routing_key, body, headers, pending))
+            await pending.wait()
+        finally:
+            self._waiting.discard(pending)
+
+    def ack(self, delivery: Delivery) -> None:
+        if not self._closed:
+            self._submit((_ACK, delivery.tag))
+
+    def requeue(self, delivery: Delivery) -> None:
+        if not self._closed:
+            self._submit((_REQUEUE, delivery.tag))
+
+    async def retry_later(
+        self, queue: str, body: bytes, *, delay: float, headers: Headers | None = None
+    ) -> None:
+        bucket = await self._call(self._io_declare_delay, delay_bucket_ms(delay))
+        await self._publish(bucket, queue, body, headers)
+
+    @contextlib.asynccontextmanager
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Subscription]:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        subscription = _RabbitSubscription(queue)
+        await self._call(self._io_consume, subscription, prefetch)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            subscription.send.close()
+            with trio.CancelScope(shield=True):
+                if not self._closed:
+                    # Closing the channel makes RabbitMQ requeue every delivery of this
+                    # subscription that was not acked, buffered ones included.
+                    await self._call(self._io_cancel, subscription)
+
+    async def purge(self, queue: str) -> int:
+        return int(await self._call(self._io_purge, queue))
+
+    async def delete_queue(self, queue: str) -> None:
+        await self._call(self._io_delete_queue, queue)
+
+    async def get(self, queue: str) -> Delivery | None:
+        return await self._call(self._io_get, queue)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        try:
+            with trio.move_on_after(10):
+                await self._call(self._io_close)
+        finally:
+            self._closed = True
+            for subscription in self._subscriptions:
+                subscription.broker_closed = True
+                subscription.send.close()
+            await self._stop_thread()
+
+    async def _stop_thread(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await trio.to_thread.run_sync(self._thread.join)
+        for pending in list(self._waiting):
+            pending.settle((None, BrokerError("the broker was closed")))
+        self._loop.close()
+
+    # ---------------------------------------------------------------- I/O thread
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(asyncio.sleep(0))
+
+    def _to_trio_soon(self, fn: Callable[[Any], None], arg: Any) -> None:
+        self._to_trio.append((fn, arg))
+        if not self._trio_wake_pending:
+            self._trio_wake_pending = True
+            assert self._trio_token is not None
+            try:
+                self._trio_token.run_sync_soon(self._drain_to_trio)
+            except trio.RunFinishedError:
+                pass
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _drain_to_io(self) -> None:
+        self._io_wake_pending = False
+        queue = self._to_io
+        settles: list[tuple[Any, bool]] = []
+        try:
+            while queue:
+                request = queue.popleft()
+                kind = request[0]
+                if kind == _PUBLISH:
+                    self._io_publish_now(request)
+                elif kind == _ACK:
+                    settles.append((request[1], True))
+                elif kind == _REQUEUE:
+                    settles.append((request[1], False))
+                else:
+                    _, fn, args, pending = request
+                    if settles:
+                        # Keep settles ahead of a later call (a consumer's channel close).
+                        self._spawn(self._io_settle(settles))
+                        settles = []
+                    self._spawn(self._io_run_call(fn, args, pending))
+            if settles:
+                self._spawn(self._io_settle(settles))
+        except BaseException as exc:  # pragma: no cover - a bug in this module
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("amqp I/O thread failed", error=repr(exc))
+        self._failure = exc
+        self._to_trio_soon(self._fail_waiters, exc)
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        for pending in list(self._waiting):
+            pending.settle((None, BrokerError(f"the broker's I/O thread failed: {exc!r}")))
+        # Consumers too: a worker must stop loudly, not wait for deliveries forever.
+        for subscription in self._subscriptions:
+            subscription.broker_closed = True
+            subscription.send.close()
+
+    async def _io_run_call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], pending: _Pending
+    ) -> None:
+        try:
+            result = await fn(*args)
+        except Exception as exc:
+            self._to_trio_soon(pending.settle, (None, _as_broker_error(exc)))
+        else:
+            self._to_trio_soon(pending.settle, (result, None))
+
+    async def _io_settle(self, settles: list[tuple[Any, bool]]) -> None:
+        # ``wait=False``: the frames are queued for the writer, nothing is awaited
+        # on the socket, so a whole batch costs one task.
+        for (channel, delivery_tag), ack in settles:
+            if channel.is_closed:
+                continue  # void after a reconnect: RabbitMQ redelivers
+            try:
+                if ack:
+                    await channel.basic_ack(delivery_tag, wait=False)
+                else:
+                    await channel.basic_nack(delivery_tag, requeue=True, wait=False)
+            except _CONNECTION_ERRORS:
+                continue
+
+    async def _io_connect(self) -> None:
+        self._reconnected = asyncio.Event()
+        try:
+            self._connection = await asyncio.wait_for(
+                aio_pika.connect_robust(self.url, reconnect_interval=self.reconnect_interval),
+                timeout=self.connect_timeout,
+            )
+        except (TimeoutError, *_CONNECTION_ERRORS, OSError) as exc:
+            raise BrokerError(
+                f"cannot connect to {redact_text(self.url)}: {exc or type(exc).__name__}"
+            ) from None
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._publish_channel = await self._channel.get_underlay_channel()
+        self._connected = True
+        self._reconnected.set()
+        await self._io_declare_queue(self.dead_letter_queue)
+
+    def _on_connection_lost(self, _: Any, exc: BaseException | None) -> None:
+        if self._connected and not self._closing:
+            log.warning("amqp connection lost", url=redact_text(self.url), error=repr(exc))
+        self._connected = False
+        assert self._reconnected is not None
+        self._reconnected.clear()
+
+    def _on_reconnected(self, _: Any) -> None:
+        log.info("amqp connection restored", url=redact_text(self.url))
+        self._connected = True
+        assert self._reconnected is not None
+        self._reconnected.set()
+
+    async def _io_declare_queue(self, queue: str) -> None:
+        assert self._channel is not None and self._exchange is not None
+        declared = await self._channel.declare_queue(queue, durable=True)
+        await declared.bind(self._exchange, routing_key=queue)
+        self._declared.add(queue)
+
+    async def _io_declare_delay(self, delay_ms: int) -> str:
+        """Declare the delay bucket for ``delay_ms``; return its exchange's name.
+
+        Each bucket is a fanout exchange feeding a queue whose messages expire after
+        ``delay_ms`` and are then dead-lettered to ``vumi``. A dead-lettered message
+        keeps the routing key it was published with, and a fanout exchange ignores
+        routing keys, so publishing to the bucket with routing key = target queue
+        brings the message back onto the target queue when it expires. One queue-level
+        TTL per bucket means every message in a bucket expires in arrival order: no
+        message waits behind a longer-lived one at the head of the queue.
+        """
+        name = f"{DELAY_PREFIX}{delay_ms}"
+        if name in self._declared:
+            return name
+        assert self._channel is not None
+        exchange = await self._channel.declare_exchange(
+            name, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await self._channel.declare_queue(
+            name,
+            durable=True,
+            arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": EXCHANGE},
+        )
+        await queue.bind(exchange)
+        self._declared.add(name)
+        return name
+
+    def _io_publish_now(self, request: tuple[Any, ...]) -> None:
+        """Write one publish to the channel right away, with no task of its own.
+
+        This is aiormq's ``basic_publish`` without what a pipelined publisher does not
+        need per message: a task, a timeout scope, the lock round trip, a drain
+        future. It keeps aiormq's bookkeeping exactly (next delivery tag, the
+        confirmation future in ``confirmations``, ``message_id`` for returns), and
+        writes all frames of the message in one ``write_queue`` entry, so the frame
+        order and tag order stay in step. Anything unusual (no channel, the channel
+        closing, an RPC in progress holding the lock) takes the slow path, which
+        also waits out a reconnect.
+        """
+        _, exchange, routing_key, body, headers, pending = request
+        channel = self._publish_channel
+        # aiormq's channel lock (name-mangled) is held by an RPC awaiting its reply.
+        # A full write queue means the socket is behind: the slow path waits for room.
+        lock = getattr(channel, "_Channel__lock", None)
+        if (
+            channel is None
+            or channel.is_closed
+            or lock is None
+            or lock.locked()
+            or channel.write_queue.full()
+        ):
+            self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
+            return
+        message_id = uuid.uuid4().hex
+        properties = spec.Basic.Properties(
+            delivery_mode=2,
+            content_type="application/json",
+            headers=dict(headers) if headers else None,
+            message_id=message_id,
+        )
+        frames: list[Any] = [
+            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
+            ContentHeader(properties=properties, body_size=len(body)),
+            *channel._split_body(body),
+        ]
+        channel.delivery_tag += 1
+        delivery_tag = channel.delivery_tag
+        confirmation = channel.create_future()
+        channel.confirmations[delivery_tag] = confirmation
+        channel.message_id_delivery_tag[message_id] = delivery_tag
+        channel.write_queue.put_nowait(
+            ChannelFrame.marshall(frames=frames, channel_number=channel.number, drain_future=None)
+        )
+
+        def confirmed(future: asyncio.Future[Any]) -> None:
+            if channel.message_id_delivery_tag.get(message_id) == delivery_tag:
+                del channel.message_id_delivery_tag[message_id]
+            if future.cancelled():
+                error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
+            else:
+                error = future.exception()
+            if error is None:
+                self._to_trio_soon(pending.settle, (None, None))
+            elif isinstance(error, aiormq.exceptions.PublishError):
+                self._to_trio_soon(pending.settle, (None, _unroutable(exchange, routing_key)))
+            elif isinstance(error, aiormq.exceptions.DeliveryError):
+                self._to_trio_soon(pending.settle, (None, _refused(routing_key)))
+            else:
+                # The channel went away before the confirm: publish again once it is
+                # back (at-least-once; the broker may have had it, handlers dedupe).
+                self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
+
+        confirmation.add_done_callback(confirmed)
+
+    async def _io_publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Headers | None,
+        pending: _Pending,
+    ) -> None:
+        properties = spec.Basic.Properties(
+            delivery_mode=2,
+            content_type="application/json",
+            headers=dict(headers) if headers else None,
+        )
+        deadline = self._loop.time() + self.publish_timeout
+        try:
+            while True:
+                try:
+                    channel = self._publish_channel
+                    if channel is None or channel.is_closed:
+                        assert self._channel is not None
+                        channel = (
+                            self._publish_channel
+                        ) = await self._channel.get_underlay_channel()
+                    confirm = await channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=True,
+                        wait=False,
+                    )
+                except aiormq.exceptions.PublishError:
+                    raise _unroutable(exchange, routing_key) from None
+                except aiormq.exceptions.DeliveryError:
+                    raise _refused(routing_key) from None
+                except _CONNECTION_ERRORS as exc:
+                    await self._wait_reconnect(deadline, exc)
+                    continue
+                if isinstance(confirm, spec.Basic.Nack):
+                    raise _refused(routing_key)
+                break
+        except BaseException as exc:
+            self._to_trio_soon(pending.settle, (None, _as_broker_error(exc)))
+        else:
+            self._to_trio_soon(pending.settle, (None, None))
+
+    async def _wait_reconnect(self, deadline: float, cause: BaseException) -> None:
+        assert self._reconnected is not None and self._channel is not None
+        remaining = deadline - self._loop.time()
+        if remaining <= 0 or self._closed:
+            raise BrokerError(f"broker unreachable for {self.publish_timeout:g}s: {cause!r}")
+        if self._reconnected.is_set():
+            # The connection is up but this channel was closed: let it be restored.
+            await asyncio.sleep(min(0.05, remaining))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._channel.ready(), timeout=remaining)
+            return
+        try:
+            await asyncio.wait_for(self._reconnected.wait(), timeout=remaining)
+        except TimeoutError:
+            raise BrokerError(
+                f"broker unreachable for {self.publish_timeout:g}s: {cause!r}"
+            ) from None
+
+    async def _io_consume(self, subscription: _RabbitSubscription, prefetch: int) -> None:
+        """Consume with a robust channel of its own (its prefetch, its requeue-on-close).
+
+        Deliveries are taken from aiormq directly rather than through aio-pika's
+        ``queue.consume``: building aio-pika's ``IncomingMessage`` for every delivery
+        cost about a seventh of the I/O thread's time. The price is re-registering the
+        consumer ourselves when the robust channel reopens after a reconnect.
+        """
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        queue_name = subscription.queue
+        try:
+            underlay = await channel.get_underlay_channel()
+            await underlay.queue_declare(queue_name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise BrokerError(f"no such queue: {queue_name!r}") from None
+        subscription.channel = channel
+        deliver = subscription.send.send_nowait
+
+        def hand_over(delivery: Delivery) -> None:
+            try:
+                deliver(delivery)
+            except trio.ClosedResourceError:
+                pass  # the subscription ended; closing its channel requeues this one
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            frame = message.delivery
+            delivery = Delivery(
+                queue=queue_name,
+                body=message.body,
+                headers=message.header.properties.headers or {},
+                redelivered=bool(frame.redelivered),  # type: ignore[union-attr]
+                tag=(message.channel, frame.delivery_tag),
+            )
+            self._to_trio_soon(hand_over, delivery)
+
+        async def start_consuming(*_: Any) -> None:
+            underlay = await channel.get_underlay_channel()
+            await underlay.basic_consume(queue_name, on_message, no_ack=False)
+
+        channel.reopen_callbacks.add(start_consuming)
+        await start_consuming()
+
+    async def _io_cancel(self, subscription: _RabbitSubscription) -> None:
+        if subscription.channel is not None and not subscription.channel.is_closed:
+            await subscription.channel.close()
+
+    async def _io_existing_queue(self, queue: str) -> aio_pika.abc.AbstractQueue:
+        """The queue named ``queue``, or ``BrokerError`` if the broker has none.
+
+        The existence check is a passive declare on a throwaway channel, because a
+        failed passive declare closes its channel and the shared one must stay up.
+        """
+        assert self._channel is not None and self._connection is not None
+        if queue not in self._declared:
+            probe = await self._connection.channel(publisher_confirms=False)
+            try:
+                await probe.declare_queue(queue, passive=True, robust=False)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise BrokerError(f"no such queue: {queue!r}") from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await probe.close()
+            self._declared.add(queue)
+        return await self._channel.declare_queue(queue, durable=True, robust=False)
+
+    async def _io_purge(self, queue: str) -> int:
+        declared = await self._io_existing_queue(queue)
+        result = await declared.purge()
+        return int(result.message_count or 0)
+
+    async def _io_delete_queue(self, queue: str) -> None:
+        assert self._channel is not None
+        await self._channel.queue_delete(queue)
+        self._declared.discard(queue)
+
+    async def _io_get(self, queue: str) -> Delivery | None:
+        declared = await self._io_existing_queue(queue)
+        message = await declared.get(no_ack=False, fail=False)
+        if message is None:
+            return None
+        return Delivery(
+            queue=queue,
+            body=message.body,
+            headers=message.headers,
+            redelivered=bool(message.redelivered),
+            tag=(message.channel, message.delivery_tag),
+        )
+
+    async def _io_close(self) -> None:
+        self._closing = True
+        if self._connection is not None:
+            await self._connection.close()
+        self._connected = False
+
+
+def _unroutable(exchange: str, routing_key: str) -> PublishError:
+    return PublishError(f"unroutable: no queue is bound to {routing_key!r} on {exchange!r}")
+
+
+def _refused(routing_key: str) -> PublishError:
+    return PublishError(f"the broker refused the message for {routing_key!r}")
+
+
+def _as_broker_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+        return BrokerError(f"not found: {exc}")
+    if isinstance(exc, Exception):
+        return BrokerError(f"{type(exc).__name__}: {exc}")
+    return BrokerError(f"interrupted: {exc!r}")
+
+
+@contextlib.asynccontextmanager
+async def open_rabbitmq_broker(url: str, **options: Any) -> AsyncIterator[RabbitMQBroker]:
+    """Connect to RabbitMQ at ``url``; raise ``BrokerError`` with a clear reason if it can't."""
+    broker = RabbitMQBroker(url, **options)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        with trio.CancelScope(shield=True):
+            await broker.aclose()

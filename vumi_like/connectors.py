@@ -1,0 +1,368 @@
+"""Connectors: a worker's named ends of the ``<name>.inbound/.outbound/.event`` queues.
+
+* ``ReceiveInboundConnector`` (applications, and routers on their transport side)
+  consumes ``<name>.inbound`` and ``<name>.event`` and publishes ``<name>.outbound``.
+* ``ReceiveOutboundConnector`` (transports, and routers on their application side)
+  consumes ``<name>.outbound`` and publishes ``<name>.inbound`` and ``<name>.event``.
+
+Queue names and the envelopes on them are vumi2's, so a vumi2 worker can be the
+other end of any connector.
+
+Delivery promises, kept here for every handler:
+
+* at-least-once: a delivery is acked only after its handler returned. Publishes
+  return only once confirmed, so everything the handler published is safe first.
+  A crash at any point leaves the delivery unacked and the broker redelivers it.
+* nothing is lost: a body that does not decode, or a handler that raises, sends the
+  raw body to the dead-letter queue with headers naming the queue, the error and
+  the worker, and only then acks. The connector keeps consuming.
+* ``retry_later`` hands an envelope to the broker to come back on the same queue
+  after a delay, with its attempt counter incremented (``current_attempt()`` reads
+  it inside a handler).
+* ``close`` stops new deliveries, gives in-flight handlers ``shutdown_timeout``
+  seconds, then leaves: whatever was not acked goes back to the queue.
+
+Middlewares (``vumi_like.middlewares``): those enabled for this connector and an
+envelope's kind run in config order on every envelope of that kind consumed (after
+decoding, before the handler; one that raises fails the delivery as the handler
+would) and published (before encoding). Which ones apply is worked out once, when
+the connector is created; a connector without any pays nothing per envelope.
+
+Concurrency: each consumed queue has ``concurrency`` deliveries in flight at most,
+which is also its prefetch, so the broker never hands us more than we will run.
+Handlers may be plain functions or coroutine functions.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import structlog
+import trio
+
+from vumi_like.broker import Broker, BrokerError, Delivery
+from vumi_like.broker.base import HEADER_ATTEMPT
+from vumi_like.logs import report_exception
+from vumi_like.messages import Event, InvalidEnvelope, Message
+from vumi_like.metrics import QueueMetrics
+from vumi_like.middlewares.base import ENVELOPE_KINDS, BaseMiddleware, EnvelopeKind
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", Message, Event)
+Handler = Callable[[E], Awaitable[None] | None]
+# A middleware's bound handle_inbound / handle_outbound / handle_event.
+MiddlewareHandler = Callable[[Any, str], Awaitable[Any]]
+
+# The delivery a handler task is working on, and the id of the envelope decoded from it.
+_current_delivery: contextvars.ContextVar[tuple[Delivery, str] | None] = contextvars.ContextVar(
+    "vumi_like_current_delivery", default=None
+)
+
+
+def current_attempt() -> int:
+    """Inside a handler: how many times this envelope came back via ``retry_later``."""
+    current = _current_delivery.get()
+    return current[0].attempt if current is not None else 0
+
+
+class _Consumer:
+    """One consumed queue: its decoder, middlewares, handler and the scope that stops it."""
+
+    def __init__(
+        self,
+        queue: str,
+        decode: Callable[[bytes], Any],
+        handler: Handler[Any],
+        middlewares: tuple[MiddlewareHandler, ...] = (),
+    ) -> None:
+        self.queue = queue
+        self.decode = decode
+        self.handler = handler
+        self.middlewares = middlewares
+        self.receive_scope = trio.CancelScope()
+        self.metrics: QueueMetrics | None = None
+
+
+class BaseConnector:
+    def __init__(
+        self,
+        broker: Broker,
+        name: str,
+        *,
+        worker_name: str = "",
+        concurrency: int = 20,
+        shutdown_timeout: float = 10.0,
+        middlewares: Sequence[BaseMiddleware] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.broker = broker
+        self.name = name
+        self.middlewares = tuple(middlewares)
+        # Per kind of envelope, the handlers of the middlewares enabled for it here.
+        self._middleware_chains: dict[EnvelopeKind, tuple[MiddlewareHandler, ...]] = {
+            kind: tuple(
+                getattr(middleware, f"handle_{kind}")
+                for middleware in self.middlewares
+                if middleware.enabled_for(name, kind)
+            )
+            for kind in ENVELOPE_KINDS
+        }
+        self.worker_name = worker_name or name
+        self.concurrency = concurrency
+        self.shutdown_timeout = shutdown_timeout
+        self._consumers: list[_Consumer] = []
+        self._finished = trio.Event()
+        self._started = False
+        self._nursery: trio.Nursery | None = None
+        self._metrics: dict[str, QueueMetrics] = {}
+
+    def _queue(self, kind: str) -> str:
+        return f"{self.name}.{kind}"
+
+    def metrics_for(self, queue: str) -> QueueMetrics:
+        metrics = self._metrics.get(queue)
+        if metrics is None:
+            metrics = self._metrics[queue] = QueueMetrics(self.worker_name, self.name, queue)
+        return metrics
+
+    async def _publish(self, kind: EnvelopeKind, envelope: Message | Event) -> None:
+        queue = self._queue(kind)
+        if middlewares := self._middleware_chains[kind]:
+            envelope = await _through_middlewares(middlewares, envelope, self.name)
+        await self.broker.publish(queue, envelope.to_json())
+        self.metrics_for(queue).published.inc()
+
+    async def _setup(
+        self,
+        nursery: trio.Nursery,
+        consumers: list[_Consumer],
+        publishes_to: list[str],
+        start: bool,
+    ) -> None:
+        if self._consumers:
+            raise RuntimeError(f"connector {self.name!r} is already set up")
+        # Declare what we publish to as well as what we consume, so nothing we
+        # publish before the other end starts is unroutable.
+        for queue in {*(c.queue for c in consumers), *publishes_to}:
+            await self.broker.declare_queue(queue)
+        for consumer in consumers:
+            consumer.metrics = self.metrics_for(consumer.queue)
+        self._consumers = consumers
+        self._nursery = nursery
+        if start:
+            await self.start()
+
+    async def start(self) -> None:
+        """Start consuming (after ``setup(..., start=False)``)."""
+        if self._nursery is None:
+            raise RuntimeError(f"connector {self.name!r} is not set up")
+        if self._started:
+            raise RuntimeError(f"connector {self.name!r} is already started")
+        self._started = True
+        await self._nursery.start(self._run)
+
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for consumer in self._consumers:
+                    await nursery.start(self._consume, consumer)
+                task_status.started()
+        finally:
+            self._finished.set()
+
+    async def _consume(
+        self, consumer: _Consumer, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with (
+            self.broker.consume(consumer.queue, prefetch=self.concurrency) as subscription,
+            trio.open_nursery() as handlers,
+        ):
+            task_status.started()
+            with consumer.receive_scope:
+                async for delivery in subscription:
+                    handlers.start_soon(self._handle, consumer, delivery)
+            # Stopped: in-flight handlers get a bounded time to finish. Those
+            # cancelled leave their delivery unacked, to be redelivered.
+            handlers.cancel_scope.deadline = trio.current_time() + self.shutdown_timeout
+
+    async def _handle(self, consumer: _Consumer, delivery: Delivery) -> None:
+        metrics = consumer.metrics
+        assert metrics is not None
+        metrics.consumed.inc()
+        started = time.perf_counter()
+        try:
+            envelope = consumer.decode(delivery.body)
+        except InvalidEnvelope as exc:
+            await self._dead_letter(delivery, f"invalid envelope: {exc}", metrics)
+            return
+        _current_delivery.set((delivery, _envelope_key(envelope)))
+        try:
+            if consumer.middlewares:
+                envelope = await _through_middlewares(consumer.middlewares, envelope, self.name)
+            result = consumer.handler(envelope)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            metrics.failed.inc()
+            log.exception(
+                "handler failed",
+                connector=self.name,
+                queue=delivery.queue,
+                **_envelope_ids(envelope),
+            )
+            report_exception(exc)
+            await self._dead_letter(delivery, f"{type(exc).__name__}: {exc}", metrics)
+            return
+        finally:
+            metrics.handler_seconds.observe(time.perf_counter() - started)
+        self.broker.ack(delivery)
+
+    async def _dead_letter(self, delivery: Delivery, error: str, metrics: QueueMetrics) -> None:
+        log.warning("dead-lettering", connector=self.name, queue=delivery.queue, error=error)
+        try:
+            await self.broker.dead_letter(delivery, error=error, worker=self.worker_name)
+        except BrokerError as exc:
+            # Left unacked: the broker redelivers it once it is reachable again.
+            log.error("dead-lettering failed", queue=delivery.queue, error=str(exc))
+            return
+        metrics.dead_lettered.inc()
+
+    async def retry_later(self, envelope: Message | Event, delay: float) -> None:
+        """Have the broker bring ``envelope`` back to this connector after ``delay`` seconds.
+
+        Inside a handler, the envelope returns to the queue it came from with its
+        attempt counter one higher; the handler should then return normally, so its
+        current delivery is acked (the broker already holds the retry). Retrying the
+        envelope being handled sends its body as it was received, so the consuming
+        middlewares see it next time exactly as they saw it this time.
+        """
+        current = _current_delivery.get()
+        body = None
+        if current is not None and current[0].queue.startswith(f"{self.name}."):
+            delivery, key = current
+            queue, attempt = delivery.queue, delivery.attempt + 1
+            if key == _envelope_key(envelope):
+                body = delivery.body
+        else:
+            queue, attempt = self._home_queue(envelope), 1
+        await self.broker.retry_later(
+            queue,
+            body if body is not None else envelope.to_json(),
+            delay=delay,
+            headers={HEADER_ATTEMPT: attempt},
+        )
+        self.metrics_for(queue).retried.inc()
+
+    def _home_queue(self, envelope: Message | Event) -> str:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Stop new deliveries; wait (bounded) for in-flight handlers; requeue the rest."""
+        for consumer in self._consumers:
+            consumer.receive_scope.cancel()
+        if self._started:
+            await self._finished.wait()
+
+
+class ReceiveInboundConnector(BaseConnector):
+    """Consumes ``<name>.inbound`` and ``<name>.event``; publishes ``<name>.outbound``."""
+
+    async def setup(
+        self,
+        nursery: trio.Nursery,
+        *,
+        inbound_handler: Handler[Message],
+        event_handler: Handler[Event],
+        start: bool = True,
+    ) -> None:
+        """Declare the queues and (unless ``start=False``) start consuming, in ``nursery``."""
+        await self._setup(
+            nursery,
+            [
+                _Consumer(
+                    self._queue("inbound"),
+                    Message.from_json,
+                    inbound_handler,
+                    self._middleware_chains["inbound"],
+                ),
+                _Consumer(
+                    self._queue("event"),
+                    Event.from_json,
+                    event_handler,
+                    self._middleware_chains["event"],
+                ),
+            ],
+            [self._queue("outbound")],
+            start,
+        )
+
+    async def publish_outbound(self, message: Message) -> None:
+        await self._publish("outbound", message)
+
+    def _home_queue(self, envelope: Message | Event) -> str:
+        return self._queue("event" if isinstance(envelope, Event) else "inbound")
+
+
+class ReceiveOutboundConnector(BaseConnector):
+    """Consumes ``<name>.outbound``; publishes ``<name>.inbound`` and ``<name>.event``."""
+
+    async def setup(
+        self, nursery: trio.Nursery, *, outbound_handler: Handler[Message], start: bool = True
+    ) -> None:
+        """Declare the queues and (unless ``start=False``) start consuming, in ``nursery``."""
+        await self._setup(
+            nursery,
+            [
+                _Consumer(
+                    self._queue("outbound"),
+                    Message.from_json,
+                    outbound_handler,
+                    self._middleware_chains["outbound"],
+                )
+            ],
+            [self._queue("inbound"), self._queue("event")],
+            start,
+        )
+
+    async def publish_inbound(self, message: Message) -> None:
+        await self._publish("inbound", message)
+
+    async def publish_event(self, event: Event) -> None:
+        await self._publish("event", event)
+
+    def _home_queue(self, envelope: Message | Event) -> str:
+        if isinstance(envelope, Event):
+            raise TypeError("a ReceiveOutboundConnector consumes no events")
+        return self._queue("outbound")
+
+
+def _envelope_key(envelope: Message | Event) -> str:
+    return envelope.event_id if isinstance(envelope, Event) else envelope.message_id
+
+
+def _envelope_ids(envelope: Message | Event) -> dict[str, str]:
+    if isinstance(envelope, Event):
+        return {"event_id": envelope.event_id, "message_id": envelope.user_message_id}
+    return {"message_id": envelope.message_id}
+
+
+async def _through_middlewares(
+    middlewares: tuple[MiddlewareHandler, ...], envelope: Message | Event, connector_name: str
+) -> Message | Event:
+    """``envelope`` as the middleware handlers, in order, leave it."""
+    for handle in middlewares:
+        result = await handle(envelope, connector_name)
+        # A handler that forgets to return would otherwise fail far from its cause.
+        if not isinstance(result, type(envelope)):
+            raise TypeError(
+                f"middleware {handle.__qualname__} returned {type(result).__name__}, "
+                f"not {type(envelope).__name__}"
+            )
+        envelope = result
+    return envelope
