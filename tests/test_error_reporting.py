@@ -1,0 +1,79 @@
+"""Errors reach Sentry: a fake Sentry server on localhost receives the real SDK's envelopes."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import sentry_sdk
+import trio
+
+from vumi_like.broker import Broker
+from vumi_like.connectors import ReceiveOutboundConnector
+from vumi_like.logs import configure_error_reporting, configure_logging
+from vumi_like.messages import Message
+
+
+class FakeSentry(BaseHTTPRequestHandler):
+    received: list[bytes]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.received.append(body)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_sentry() -> Iterator[tuple[str, list[bytes]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSentry)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://publickey@127.0.0.1:{server.server_port}/42", server.received  # type: ignore[attr-defined]
+    finally:
+        sentry_sdk.init(dsn=None)
+        server.shutdown()
+
+
+def test_no_dsn_means_no_reporting():
+    assert configure_error_reporting(None) is False
+    assert configure_error_reporting("") is False
+
+
+async def test_a_failing_handler_is_reported_to_sentry_without_secrets(
+    broker: Broker, unique: str, fake_sentry: tuple[str, list[bytes]]
+):
+    dsn, received = fake_sentry
+    configure_logging("INFO", json=True)
+    assert configure_error_reporting(dsn)
+
+    async def explode(message: Message) -> None:
+        raise RuntimeError("provider exploded; url amqp://user:hunter2@rabbit/")
+
+    message = Message(to_addr="+1", from_addr="2", transport_name=unique, transport_type="sms")
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique)
+        await transport.setup(nursery, outbound_handler=explode)
+        await broker.publish(f"{unique}.outbound", message.to_json())
+        with trio.fail_after(10):
+            # The fake server runs in another thread: poll what it has received.
+            while b"provider exploded" not in b"".join(received):
+                await trio.to_thread.run_sync(sentry_sdk.flush, 1.0)
+        await transport.close()
+
+    sent = b"".join(received)
+    assert b"provider exploded" in sent
+    assert b'"type":"RuntimeError"' in sent  # an exception event, with its traceback
+    assert b"explode" in sent  # the failing function's frame
+    assert b"hunter2" not in sent

@@ -1,0 +1,271 @@
+"""``run_worker`` and ``BaseWorker``: HTTP surfaces, graceful stop, connector bookkeeping.
+
+Each test runs a small worker defined here on the memory broker and on RabbitMQ, and
+talks to its HTTP server over real localhost HTTP.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.broker.test_contract import nothing_arrives, receive
+from vumi_like.broker import Broker
+from vumi_like.config import BaseConfig
+from vumi_like.errors import PROBLEM_CONTENT_TYPE
+from vumi_like.messages import Event, Message
+from vumi_like.worker import BaseWorker, DuplicateConnectorError, run_worker
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    ``run_worker`` does not report the address its HTTP server bound (``serve_http``
+    does, but ``run_worker`` keeps it), so ``http_bind`` cannot be ``127.0.0.1:0``
+    and the test picks the port itself.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def running_worker(
+    worker_cls: type[BaseWorker], config: BaseConfig, broker: Broker, *, name: str | None = None
+) -> AsyncIterator[Any]:
+    """Run ``worker_cls`` with ``run_worker`` for the duration of the block, then stop it."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(
+            functools.partial(run_worker, worker_cls, config, broker=broker, name=name, stop=stop)
+        )
+        try:
+            yield worker
+        finally:
+            stop.set()
+
+
+def make_message(content: str = "hello", **fields: Any) -> Message:
+    return Message(
+        to_addr="1234",
+        from_addr="+27820000001",
+        transport_name="sim",
+        transport_type="sms",
+        content=content,
+        **fields,
+    )
+
+
+class ProbeConfig(BaseConfig):
+    connector_name: str
+    handler_seconds: float = 0.0
+
+
+class ProbeWorker(BaseWorker):
+    """Consumes ``<connector_name>.inbound``; each handler sleeps, then records its message."""
+
+    config_class = ProbeConfig
+    config: ProbeConfig
+
+    async def setup(self) -> None:
+        self.handling = trio.Event()
+        self.handled: list[Message] = []
+        self.handled_one = trio.Event()
+        await self.setup_receive_inbound_connector(
+            self.config.connector_name,
+            inbound_handler=self.handle_inbound,
+            event_handler=self.handle_event,
+        )
+        if self.http is not None:
+            self.http.add_url_rule("/boom", "boom", self._boom, methods=["GET"])
+
+    async def handle_inbound(self, message: Message) -> None:
+        self.handling.set()
+        await trio.sleep(self.config.handler_seconds)
+        self.handled.append(message)
+        self.handled_one.set()
+
+    async def handle_event(self, event: Event) -> None:
+        pass
+
+    async def _boom(self) -> str:
+        raise RuntimeError("the route broke")
+
+
+class UnhealthyWorker(ProbeWorker):
+    def health_components(self) -> dict[str, dict[str, Any]]:
+        return {**super().health_components(), "database": {"ok": False, "error": "gone"}}
+
+
+class DuplicateConnectorWorker(ProbeWorker):
+    async def setup(self) -> None:
+        await super().setup()
+        await self.setup_receive_inbound_connector(
+            self.config.connector_name,
+            inbound_handler=self.handle_inbound,
+            event_handler=self.handle_event,
+        )
+
+
+def http_config(unique: str, **fields: Any) -> tuple[ProbeConfig, str]:
+    port = free_port()
+    config = ProbeConfig(connector_name=unique, http_bind=f"127.0.0.1:{port}", **fields)
+    return config, f"http://127.0.0.1:{port}"
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    body = response.json()
+    assert set(body) >= {"type", "title", "status", "detail", "code"}
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:vumi-like:problem:{code}"
+    assert body["title"] and body["detail"]
+    return body
+
+
+# -- HTTP
+
+
+async def test_health_is_ok_with_the_amqp_component(broker: Broker, unique: str):
+    config, url = http_config(unique)
+    with trio.fail_after(5):
+        async with (
+            running_worker(ProbeWorker, config, broker),
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {
+        "health": "ok",
+        "components": {"amqp": {"ok": True, "state": "open"}},
+    }
+
+
+async def test_health_is_down_with_500_when_a_component_is_not_ok(broker: Broker, unique: str):
+    config, url = http_config(unique)
+    with trio.fail_after(5):
+        async with (
+            running_worker(UnhealthyWorker, config, broker),
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            response = await client.get("/health")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["health"] == "down"
+    assert body["components"]["database"] == {"ok": False, "error": "gone"}
+    assert body["components"]["amqp"]["ok"] is True
+
+
+async def test_metrics_count_a_handled_message_under_the_worker_label(broker: Broker, unique: str):
+    config, url = http_config(unique)
+    name = f"{unique}-probe"
+    with trio.fail_after(5):
+        async with (
+            running_worker(ProbeWorker, config, broker, name=name) as worker,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            await broker.publish(f"{unique}.inbound", make_message().to_json())
+            await worker.handled_one.wait()
+            response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    consumed = {
+        (sample.labels["connector"], sample.labels["queue"]): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "vumi_like_consumed_total" and sample.labels.get("worker") == name
+    }
+    assert consumed == {(unique, f"{unique}.inbound"): 1.0, (unique, f"{unique}.event"): 0.0}
+
+
+async def test_unknown_path_is_a_404_problem(broker: Broker, unique: str):
+    config, url = http_config(unique)
+    with trio.fail_after(5):
+        async with (
+            running_worker(ProbeWorker, config, broker),
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            response = await client.get("/no/such/path")
+    assert_problem(response, 404, "not_found")
+
+
+async def test_route_that_raises_is_a_500_problem_and_the_worker_keeps_serving(
+    broker: Broker, unique: str
+):
+    config, url = http_config(unique)
+    with trio.fail_after(5):
+        async with (
+            running_worker(ProbeWorker, config, broker),
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            broken = await client.get("/boom")
+            health = await client.get("/health")
+    body = assert_problem(broken, 500, "internal_error")
+    assert "the route broke" not in body["detail"]  # internals stay in the log
+    assert health.status_code == 200
+
+
+# -- graceful stop
+
+
+async def test_stop_lets_in_flight_handler_finish_and_acks_its_delivery(
+    broker: Broker, unique: str
+):
+    config = ProbeConfig(connector_name=unique, handler_seconds=0.2, shutdown_timeout=3)
+    message = make_message()
+    stop = trio.Event()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            worker = await nursery.start(
+                functools.partial(run_worker, ProbeWorker, config, broker=broker, stop=stop)
+            )
+            await broker.publish(f"{unique}.inbound", message.to_json())
+            await worker.handling.wait()
+            assert worker.handled == []
+            stop.set()
+        # run_worker has returned.
+        assert [m.message_id for m in worker.handled] == [message.message_id]
+        assert await nothing_arrives(broker, f"{unique}.inbound", within=0.3)
+
+
+async def test_stop_cancels_handler_past_shutdown_timeout_and_its_delivery_is_redelivered(
+    broker: Broker, unique: str
+):
+    config = ProbeConfig(connector_name=unique, handler_seconds=30, shutdown_timeout=0.2)
+    message = make_message()
+    stop = trio.Event()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            worker = await nursery.start(
+                functools.partial(run_worker, ProbeWorker, config, broker=broker, stop=stop)
+            )
+            await broker.publish(f"{unique}.inbound", message.to_json())
+            await worker.handling.wait()
+            stopping_at = trio.current_time()
+            stop.set()
+        assert trio.current_time() - stopping_at < 2
+        assert worker.handled == []
+        [delivery] = await receive(broker, f"{unique}.inbound", 1)
+    assert Message.from_json(delivery.body).message_id == message.message_id
+    assert delivery.redelivered is True
+
+
+# -- connectors
+
+
+async def test_duplicate_connector_name_raises(broker: Broker, unique: str):
+    config = ProbeConfig(connector_name=unique)
+    with trio.fail_after(5), pytest.raises(BaseExceptionGroup) as raised:
+        async with running_worker(DuplicateConnectorWorker, config, broker):
+            pass
+    assert raised.group_contains(DuplicateConnectorError, match=unique, depth=None)

@@ -1,0 +1,1 @@
+"""Applications: workers that face client systems."""

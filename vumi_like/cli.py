@@ -1,0 +1,321 @@
+"""``vumi-like``: run workers and look after dead letters.
+
+    vumi-like worker dotted.path.WorkerClass [--config FILE] [--amqp-hostname ...]
+    vumi-like run PIPELINE.yaml
+    vumi-like dlq list|show ID|replay (ID | --all) [--amqp-url URL] [--queue NAME]
+
+Every failure a user can cause (bad class path, bad config, unreachable broker or
+Redis, malformed YAML) ends with one line on stderr and exit code 2; a worker that
+fails while running exits 1. A traceback is only for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import trio
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vumi_like import dlq
+from vumi_like.broker import BrokerError, open_broker
+from vumi_like.caches import CacheError
+from vumi_like.config import (
+    ConfigError,
+    add_config_arguments,
+    cli_overrides,
+    config_from_data,
+    load_config,
+)
+from vumi_like.logs import configure_error_reporting, configure_logging
+from vumi_like.worker import BaseWorker, run_worker
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def fail(message: str) -> NoReturn:
+    print(f"vumi-like: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{self.prog.removeprefix('vumi-like ')}: {message} (see --help)")
+
+
+def load_worker_class(path: str) -> type[BaseWorker]:
+    """Import ``package.module.Class`` (or ``package.module:Class``) and check it is a worker."""
+    module_name, _, class_name = path.replace(":", ".").rpartition(".")
+    if not module_name:
+        raise CliError(f"worker class {path!r} is not a dotted path like package.module.Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(
+            f"cannot import module {module_name!r} for worker class {path!r}: {exc}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise CliError(f"module {module_name!r} has no {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
+        raise CliError(
+            f"{path!r} is not a worker class (a subclass of vumi_like.worker.BaseWorker)"
+        )
+    return cls
+
+
+async def _until_signalled(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            stop.set()
+            return
+
+
+# ---------------------------------------------------------------- vumi-like worker
+
+
+def cmd_worker(argv: Sequence[str]) -> None:
+    if not argv or argv[0].startswith("-"):
+        if argv and argv[0] in {"-h", "--help"}:
+            print("usage: vumi-like worker dotted.path.WorkerClass [--config FILE] [options]")
+            print("Run one worker. Options depend on the worker; see --help after the class.")
+            return
+        fail("worker: give the worker class first, e.g. vumi_like.routers.ToAddressRouter")
+    try:
+        worker_cls = load_worker_class(argv[0])
+    except CliError as exc:
+        fail(str(exc))
+    parser = ArgumentParser(prog=f"vumi-like worker {argv[0]}")
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (or VUMI_CONFIG_FILE)")
+    add_config_arguments(parser, worker_cls.config_class)
+    args = parser.parse_args(argv[1:])
+    try:
+        config = load_config(
+            worker_cls.config_class,
+            config_file=args.config,
+            environ=os.environ,
+            cli=cli_overrides(args, worker_cls.config_class),
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    configure_logging(config.log_level)
+    configure_error_reporting(config.sentry_dsn)
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_until_signalled, stop)
+            await run_worker(worker_cls, config, stop=stop)
+            nursery.cancel_scope.cancel()
+
+    _run_trio(main)
+
+
+# ---------------------------------------------------------------- vumi-like run
+
+
+class PipelineWorker(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    class_path: str = Field(alias="class")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Pipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amqp_url: str = "memory://"
+    log_level: str = "INFO"
+    workers: list[PipelineWorker]
+
+
+def load_pipeline(
+    path: str,
+) -> tuple[Pipeline, list[tuple[PipelineWorker, type[BaseWorker], Any]]]:
+    """Read and validate a pipeline file and every worker's config in it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise CliError(f"cannot read pipeline {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CliError(f"pipeline {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"pipeline {path} must be a mapping with a 'workers' list")
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"]) or "pipeline"
+        raise CliError(f"pipeline {path}: {where}: {error['msg']}") from None
+    names = [w.name for w in pipeline.workers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CliError(f"pipeline {path}: duplicate worker names {duplicates}")
+    resolved = []
+    for worker in pipeline.workers:
+        cls = load_worker_class(worker.class_path)
+        # A worker in a pipeline shares the pipeline's broker; its own amqp keys are unused.
+        data = {
+            "amqp_url": pipeline.amqp_url if pipeline.amqp_url.startswith("amqp") else "",
+            **worker.config,
+        }
+        try:
+            config = config_from_data(
+                cls.config_class, data, source=f"{path} (worker {worker.name!r})"
+            )
+        except ConfigError as exc:
+            raise CliError(str(exc).removeprefix("config error: ")) from None
+        resolved.append((worker, cls, config))
+    return pipeline, resolved
+
+
+def cmd_run(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(
+        prog="vumi-like run",
+        description="Run several workers in one process, sharing one broker "
+        "(memory:// by default: no server needed).",
+    )
+    parser.add_argument(
+        "pipeline", help="pipeline YAML: amqp_url, and workers: [{name, class, config}]"
+    )
+    args = parser.parse_args(argv)
+    try:
+        pipeline, workers = load_pipeline(args.pipeline)
+    except CliError as exc:
+        fail(str(exc))
+    configure_logging(pipeline.log_level)
+    configure_error_reporting(next((c.sentry_dsn for _, _, c in workers if c.sentry_dsn), None))
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with open_broker(pipeline.amqp_url) as broker, trio.open_nursery() as nursery:
+            await nursery.start(_until_signalled, stop)
+            async with trio.open_nursery() as running:
+                for spec, cls, config in workers:
+                    await running.start(
+                        lambda task_status, cls=cls, config=config, name=spec.name: run_worker(
+                            cls,
+                            config,
+                            broker=broker,
+                            name=name,
+                            stop=stop,
+                            task_status=task_status,
+                        )
+                    )
+            nursery.cancel_scope.cancel()
+
+    _run_trio(main)
+
+
+# ---------------------------------------------------------------- vumi-like dlq
+
+
+def cmd_dlq(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(prog="vumi-like dlq", description="Inspect and replay dead letters.")
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("VUMI_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+        help="broker holding the dead letters (default: $VUMI_AMQP_URL or local guest)",
+    )
+    parser.add_argument("--queue", default=dlq.DEFAULT_QUEUE, help="dead-letter queue name")
+    parser.add_argument(
+        "--limit", type=int, default=1000, help="look at this many dead letters at most"
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="one line per dead letter: id, source queue, worker, time, error")
+    show = sub.add_parser("show", help="everything about one dead letter, body included")
+    show.add_argument("id")
+    replay = sub.add_parser("replay", help="put dead letters back on the queue they came from")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?")
+    which.add_argument("--all", action="store_true")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+
+    async def main() -> None:
+        async with open_broker(args.amqp_url, dead_letter_queue=args.queue) as broker:
+            if args.action == "list":
+                letters = await dlq.list_letters(broker, args.queue, limit=args.limit)
+                for letter in letters:
+                    print(letter.summary())
+                print(f"{len(letters)} dead letter(s) in {args.queue}", file=sys.stderr)
+            elif args.action == "show":
+                letter = await dlq.find_letter(broker, args.queue, args.id, limit=args.limit)
+                if letter is None:
+                    raise CliError(f"no dead letter {args.id!r} in {args.queue}")
+                print(letter.details())
+            else:
+                ids = None if args.all else {args.id}
+                replayed = await dlq.replay(broker, args.queue, ids, limit=args.limit)
+                if not args.all and not replayed:
+                    raise CliError(f"no dead letter {args.id!r} in {args.queue}")
+                for letter in replayed:
+                    print(f"replayed {letter.id} -> {letter.source_queue}")
+
+    _run_trio(main)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception in ``group``, looking inside nested groups (nested nurseries)."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _run_trio(main: Callable[[], Any]) -> None:
+    try:
+        trio.run(main)
+    except* (CliError, ConfigError) as group:
+        fail(str(_first(group)))
+    except* BrokerError as group:
+        fail(f"broker: {_first(group)}")
+    except* CacheError as group:
+        fail(f"cache: {_first(group)}")
+    except* OSError as group:  # e.g. http_bind address already in use
+        fail(str(_first(group)))
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "worker": cmd_worker,
+    "run": cmd_run,
+    "dlq": cmd_dlq,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__.strip())
+        return
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        fail(f"unknown command {argv[0]!r}: use one of {', '.join(COMMANDS)}")
+    command(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Middlewares: code a worker's config puts between its connectors and its handlers.
+
+See ``vumi_like.middlewares.base`` for what a middleware is and when it runs.
+"""
+
+from vumi_like.middlewares.base import (
+    BaseMiddleware,
+    BaseMiddlewareConfig,
+    EnvelopeKind,
+    load_middlewares,
+)
+
+__all__ = ["BaseMiddleware", "BaseMiddlewareConfig", "EnvelopeKind", "load_middlewares"]

@@ -1,0 +1,1 @@
+"""Transports: workers that face providers and turn their results into events."""
