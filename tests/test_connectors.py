@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import structlog.testing
 import trio
 
 from vumi_like.broker import Broker, BrokerError
@@ -86,14 +87,15 @@ async def test_handler_exception_dead_letters_raw_body_and_consuming_continues(
         second_done.set()
 
     first = make_message("boom")
-    async with trio.open_nursery() as nursery:
-        transport = ReceiveOutboundConnector(broker, unique, worker_name="sms-transport")
-        await transport.setup(nursery, outbound_handler=on_outbound)
-        await broker.publish(f"{unique}.outbound", first.to_json())
-        await broker.publish(f"{unique}.outbound", make_message("fine").to_json())
-        with trio.fail_after(10):
-            await second_done.wait()
-        await transport.close()
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            transport = ReceiveOutboundConnector(broker, unique, worker_name="sms-transport")
+            await transport.setup(nursery, outbound_handler=on_outbound)
+            await broker.publish(f"{unique}.outbound", first.to_json())
+            await broker.publish(f"{unique}.outbound", make_message("fine").to_json())
+            with trio.fail_after(10):
+                await second_done.wait()
+            await transport.close()
 
     [dead] = await receive(broker, broker.dead_letter_queue, 1)
     assert dead.body == first.to_json()
@@ -102,6 +104,10 @@ async def test_handler_exception_dead_letters_raw_body_and_consuming_continues(
     assert dead.headers[HEADER_DL_WORKER] == "sms-transport"
     assert handled == ["fine"]
     assert await nothing_arrives(broker, f"{unique}.outbound", 0.3)
+    [line] = [entry for entry in logs if entry["event"] == "dead-lettering"]
+    assert line["message_id"] == first.message_id
+    assert line["queue"] == f"{unique}.outbound"
+    assert line["connector"] == unique
 
 
 async def test_undecodable_bodies_are_dead_lettered_with_the_reason(broker: Broker, unique: str):
@@ -114,13 +120,14 @@ async def test_undecodable_bodies_are_dead_lettered_with_the_reason(broker: Brok
         json.dumps(wrong_type).encode(),
     ]
     handled: list[Message] = []
-    async with trio.open_nursery() as nursery:
-        transport = ReceiveOutboundConnector(broker, unique, worker_name="t")
-        await transport.setup(nursery, outbound_handler=handled.append)
-        for body in bodies:
-            await broker.publish(f"{unique}.outbound", body)
-        dead = await receive(broker, broker.dead_letter_queue, 3)
-        await transport.close()
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            transport = ReceiveOutboundConnector(broker, unique, worker_name="t")
+            await transport.setup(nursery, outbound_handler=handled.append)
+            for body in bodies:
+                await broker.publish(f"{unique}.outbound", body)
+            dead = await receive(broker, broker.dead_letter_queue, 3)
+            await transport.close()
 
     assert handled == []
     assert sorted(d.body for d in dead) == sorted(bodies)
@@ -128,6 +135,11 @@ async def test_undecodable_bodies_are_dead_lettered_with_the_reason(broker: Brok
     assert all(r.startswith("invalid envelope") for r in reasons.values())
     assert "to_addr" in reasons[bodies[1]]
     assert "to_addr" in reasons[bodies[2]]
+    # Each log line names the message where the body still says which one it was.
+    logged = [entry.get("message_id") for entry in logs if entry["event"] == "dead-lettering"]
+    assert sorted(logged, key=str) == sorted(
+        [None, valid["message_id"], valid["message_id"]], key=str
+    )
 
 
 async def test_delivery_is_not_acked_before_its_handler_returns(broker: Broker, unique: str):

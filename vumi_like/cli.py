@@ -260,10 +260,10 @@ def cmd_dlq(argv: Sequence[str]) -> None:
                     print(letter.summary())
                 print(f"{len(letters)} dead letter(s) in {args.queue}", file=sys.stderr)
             elif args.action == "show":
-                letter = await dlq.find_letter(broker, args.queue, args.id, limit=args.limit)
-                if letter is None:
+                found = await dlq.find_letter(broker, args.queue, args.id, limit=args.limit)
+                if found is None:
                     raise CliError(f"no dead letter {args.id!r} in {args.queue}")
-                print(letter.details())
+                print(found.details())
             else:
                 ids = None if args.all else {args.id}
                 replayed = await dlq.replay(broker, args.queue, ids, limit=args.limit)

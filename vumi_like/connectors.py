@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -199,7 +200,8 @@ class BaseConnector:
         try:
             envelope = consumer.decode(delivery.body)
         except InvalidEnvelope as exc:
-            await self._dead_letter(delivery, f"invalid envelope: {exc}", metrics)
+            ids = _ids_in_raw(delivery.body)
+            await self._dead_letter(delivery, f"invalid envelope: {exc}", metrics, ids)
             return
         _current_delivery.set((delivery, _envelope_key(envelope)))
         try:
@@ -217,19 +219,23 @@ class BaseConnector:
                 **_envelope_ids(envelope),
             )
             report_exception(exc)
-            await self._dead_letter(delivery, f"{type(exc).__name__}: {exc}", metrics)
+            error = f"{type(exc).__name__}: {exc}"
+            await self._dead_letter(delivery, error, metrics, _envelope_ids(envelope))
             return
         finally:
             metrics.handler_seconds.observe(time.perf_counter() - started)
         self.broker.ack(delivery)
 
-    async def _dead_letter(self, delivery: Delivery, error: str, metrics: QueueMetrics) -> None:
-        log.warning("dead-lettering", connector=self.name, queue=delivery.queue, error=error)
+    async def _dead_letter(
+        self, delivery: Delivery, error: str, metrics: QueueMetrics, ids: dict[str, str]
+    ) -> None:
+        where = {"connector": self.name, "queue": delivery.queue, **ids}
+        log.warning("dead-lettering", error=error, **where)
         try:
             await self.broker.dead_letter(delivery, error=error, worker=self.worker_name)
         except BrokerError as exc:
             # Left unacked: the broker redelivers it once it is reachable again.
-            log.error("dead-lettering failed", queue=delivery.queue, error=str(exc))
+            log.error("dead-lettering failed", error=str(exc), **where)
             return
         metrics.dead_lettered.inc()
 
@@ -344,6 +350,21 @@ class ReceiveOutboundConnector(BaseConnector):
 
 def _envelope_key(envelope: Message | Event) -> str:
     return envelope.event_id if isinstance(envelope, Event) else envelope.message_id
+
+
+def _ids_in_raw(body: bytes) -> dict[str, str]:
+    """The ids an undecodable body still names, for the log line about it."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    if "event_id" in data:
+        ids = {"event_id": data.get("event_id"), "message_id": data.get("user_message_id")}
+    else:
+        ids = {"message_id": data.get("message_id")}
+    return {key: value for key, value in ids.items() if isinstance(value, str)}
 
 
 def _envelope_ids(envelope: Message | Event) -> dict[str, str]:

@@ -245,7 +245,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 5
-    await serve(app, config, shutdown_trigger=stopped.wait, task_status=task_status)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=stopped.wait, task_status=task_status)
 
 
 async def run_worker(

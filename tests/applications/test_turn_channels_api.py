@@ -9,14 +9,18 @@ publishing to and consuming from the router's transport-side queues.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import shutil
+import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +31,7 @@ from quart_trio import QuartTrio
 
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.caches.test_message_caches import REDIS_URL, delete_redis_keys
-from tests.conftest import require_service
+from tests.conftest import IN_CI, require_service
 from tests.test_worker import free_port, running_worker
 from vumi_like.applications.turn_channels_api import (
     SIGNATURE_HEADER,
@@ -725,3 +729,105 @@ async def test_outbound_not_accepted_within_request_timeout_is_a_504_problem(
     assert response.status_code == 504
     assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
     assert "not accepted within" in response.json()["detail"]
+
+
+async def test_outbound_that_cannot_be_queued_is_a_503_problem_and_serving_goes_on(
+    broker: Broker, names: Names
+):
+    outbound_queue = f"{names.app}.outbound"
+    with trio.fail_after(15):
+        async with fake_turn() as turn:
+            config = app_config(names, turn)
+            async with (
+                running_worker(TurnChannelsApi, config, broker, name=names.worker),
+                httpx.AsyncClient(base_url=f"http://{config.http_bind}") as client,
+            ):
+                # Nothing takes the app's outbound any more: the broker refuses it.
+                await broker.delete_queue(outbound_queue)
+                refused = await post_outbound(client, text("refused"))
+                await broker.declare_queue(outbound_queue)
+                accepted_id = sent_id(await post_outbound(client, text("accepted")))
+                [queued] = await receive(broker, outbound_queue, 1)
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert refused.json()["code"] == "broker_unavailable"
+    assert "could not be queued" in refused.json()["detail"]
+    assert Message.from_json(queued.body).message_id == accepted_id
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, to stop and start under a running app."""
+
+    def __init__(self, nursery: trio.Nursery, port: int, directory: Path) -> None:
+        self.nursery = nursery
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
+        self.command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
+        self.process: trio.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await self.nursery.start(
+            functools.partial(
+                trio.run_process, self.command, check=False, stdout=subprocess.DEVNULL
+            )
+        )
+        with trio.fail_after(10):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+                except OSError:
+                    await trio.sleep(0.05)
+                else:
+                    await stream.aclose()
+                    return
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            await self.process.wait()
+            self.process = None
+
+
+@asynccontextmanager
+async def private_redis(directory: Path) -> AsyncIterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is needed in CI to stop a Redis under the app")
+        pytest.skip("redis-server not on PATH")
+    async with trio.open_nursery() as nursery:
+        server = PrivateRedis(nursery, free_port(), directory)
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop()
+
+
+async def test_outbound_while_the_cache_is_unreachable_is_a_503_problem_and_recovers(
+    broker: Broker, names: Names, tmp_path: Path
+):
+    with trio.fail_after(30):
+        async with fake_turn() as turn, private_redis(tmp_path) as redis_server:
+            cache_config = {
+                "redis_url": redis_server.url,
+                "connect_timeout": 0.5,
+                "command_timeout": 0.5,
+            }
+            async with pipeline(
+                broker,
+                names,
+                turn,
+                simulator=False,
+                message_cache_class="redis",
+                message_cache_config=cache_config,
+            ) as p:
+                sent_id(await post_outbound(p.client, text("before")))
+                await redis_server.stop()
+                during = await post_outbound(p.client, text("during"))
+                await redis_server.start()
+                sent_id(await post_outbound(p.client, text("after")))
+    assert during.status_code == 503
+    assert during.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert during.json()["code"] == "cache_unavailable"
+    assert "try again" in during.json()["detail"]

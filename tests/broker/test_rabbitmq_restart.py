@@ -9,6 +9,7 @@ import trio
 
 from tests.conftest import IN_CI
 from vumi_like.broker import open_broker
+from vumi_like.broker.rabbitmq import _BackoffConnection
 from vumi_like.connectors import ReceiveOutboundConnector
 from vumi_like.messages import Message
 
@@ -30,7 +31,7 @@ async def test_consumers_resume_after_broker_restart_and_nothing_is_lost(
     received: set[str] = set()
     all_received = trio.Event()
     quarter_received = trio.Event()
-    saw_down = False
+    saw_down = saw_backoff = False
 
     def on_outbound(msg: Message) -> None:
         received.add(msg.content or "")
@@ -41,16 +42,20 @@ async def test_consumers_resume_after_broker_restart_and_nothing_is_lost(
 
     async with open_broker(amqp_url, reconnect_interval=0.5, publish_timeout=60) as broker:
         queue = f"{unique}.outbound"
+        connection = broker._connection
+        assert isinstance(connection, _BackoffConnection)
         try:
             async with trio.open_nursery() as nursery:
                 transport = ReceiveOutboundConnector(broker, unique, concurrency=10)
                 await transport.setup(nursery, outbound_handler=on_outbound)
 
                 async def watch_health() -> None:
-                    nonlocal saw_down
+                    nonlocal saw_down, saw_backoff
                     while True:
                         if not broker.connected:
                             saw_down = True
+                            # The outage clock that grows the reconnect wait is running.
+                            saw_backoff |= connection._down_since is not None
                         await trio.sleep(0.05)
 
                 nursery.start_soon(watch_health)
@@ -91,4 +96,6 @@ async def test_consumers_resume_after_broker_restart_and_nothing_is_lost(
                 await broker.delete_queue(queue)
 
     assert saw_down, "the broker never reported itself disconnected"
+    assert saw_backoff
+    assert connection._down_since is None  # reconnected: back to the base interval
     assert received == {str(i) for i in range(total)}

@@ -43,7 +43,7 @@ async def open_broker(url: str, **options: object) -> AsyncIterator[Broker]:
     elif url.startswith(("amqp://", "amqps://")):
         from vumi_like.broker.rabbitmq import open_rabbitmq_broker
 
-        async with open_rabbitmq_broker(url, **options) as broker:  # type: ignore[arg-type]
+        async with open_rabbitmq_broker(url, **options) as broker:
             yield broker
     else:
         raise ValueError(

@@ -30,7 +30,9 @@ reconnect that channel is closed and its delivery tags are void, so the ack is
 dropped and RabbitMQ redelivers the message (handlers must tolerate duplicates).
 
 Reconnection is aio-pika's robust connection: it re-declares the exchange, queues
-and bindings declared through it and re-registers consumers. ``connected`` follows
+and bindings declared through it and re-registers consumers. The wait between
+attempts grows while the broker stays away (``_BackoffConnection``), so a fleet of
+workers does not hammer a RabbitMQ that is slow to come back. ``connected`` follows
 its close/reconnect callbacks, and a publish issued while disconnected waits for the
 reconnect (up to ``publish_timeout``) instead of failing at once.
 
@@ -48,7 +50,7 @@ import math
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aio_pika
@@ -83,6 +85,15 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.ChannelClosed,
 )
+# ... and, when connecting, that the broker cannot be reached at all.
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError, *_CONNECTION_ERRORS)
+
+
+async def _aiormq_channel(channel: AbstractRobustChannel) -> aiormq.Channel:
+    """The aiormq channel under ``channel``, as its concrete class."""
+    underlay = await channel.get_underlay_channel()
+    assert isinstance(underlay, aiormq.Channel)
+    return underlay
 
 
 class _Pending:
@@ -127,6 +138,40 @@ class _RabbitSubscription(Subscription):
             raise StopAsyncIteration from None
 
 
+class _BackoffConnection(aio_pika.RobustConnection):
+    """A robust connection whose wait between reconnect attempts grows with the outage.
+
+    aio-pika sleeps ``reconnect_interval`` after each failed attempt, reading the
+    attribute every time; here it reads as half of how long the connection has been
+    down, kept between the configured interval and ``max_reconnect_interval``. Each
+    wait is so about 1.5 times the one before, and back to the base once connected.
+    """
+
+    max_reconnect_interval = 30.0
+    _base_interval = 1.0
+    _down_since: float | None = None
+
+    @property
+    def reconnect_interval(self) -> float:
+        if self._down_since is None:
+            return self._base_interval
+        down_for = asyncio.get_running_loop().time() - self._down_since
+        return max(self._base_interval, min(self.max_reconnect_interval, down_for / 2))
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, value: float) -> None:
+        self._base_interval = value
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if self._down_since is None and not self.close_called:  # not our own close
+            self._down_since = asyncio.get_running_loop().time()
+        await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        self._down_since = None
+
+
 # Request kinds sent to the I/O thread. Tuples, not objects: this is the hot path.
 _PUBLISH, _ACK, _REQUEUE, _CALL = range(4)
 
@@ -140,12 +185,14 @@ class RabbitMQBroker(Broker):
         connect_timeout: float = 10.0,
         publish_timeout: float = 30.0,
         reconnect_interval: float = 1.0,
+        max_reconnect_interval: float = 30.0,
     ) -> None:
         self.url = url
         self.dead_letter_queue = dead_letter_queue
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
         self.reconnect_interval = reconnect_interval
+        self.max_reconnect_interval = max_reconnect_interval
         self._connected = False
         self._closed = False
         self._closing = False  # set in the I/O thread when aclose begins
@@ -166,7 +213,8 @@ class RabbitMQBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
-        self._publish_channel: aiormq.abc.AbstractChannel | None = None
+        # The concrete aiormq channel: the publish fast path uses its bookkeeping.
+        self._publish_channel: aiormq.Channel | None = None
         self._reconnected: asyncio.Event | None = None
         self._declared: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -274,7 +322,7 @@ class RabbitMQBroker(Broker):
         await self._call(self._io_delete_queue, queue)
 
     async def get(self, queue: str) -> Delivery | None:
-        return await self._call(self._io_get, queue)  # type: ignore[no-any-return]
+        return await self._call(self._io_get, queue)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -319,8 +367,8 @@ class RabbitMQBroker(Broker):
             except trio.RunFinishedError:
                 pass
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -391,13 +439,19 @@ class RabbitMQBroker(Broker):
         self._reconnected = asyncio.Event()
         try:
             self._connection = await asyncio.wait_for(
-                aio_pika.connect_robust(self.url, reconnect_interval=self.reconnect_interval),
+                aio_pika.connect_robust(
+                    self.url,
+                    reconnect_interval=self.reconnect_interval,
+                    connection_class=_BackoffConnection,
+                ),
                 timeout=self.connect_timeout,
             )
-        except (TimeoutError, *_CONNECTION_ERRORS, OSError) as exc:
+        except _CONNECT_ERRORS as exc:
             raise BrokerError(
                 f"cannot connect to {redact_text(self.url)}: {exc or type(exc).__name__}"
             ) from None
+        assert isinstance(self._connection, _BackoffConnection)
+        self._connection.max_reconnect_interval = self.max_reconnect_interval
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
         self._channel = await self._connection.channel(
@@ -406,7 +460,7 @@ class RabbitMQBroker(Broker):
         self._exchange = await self._channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        self._publish_channel = await self._channel.get_underlay_channel()
+        self._publish_channel = await _aiormq_channel(self._channel)
         self._connected = True
         self._reconnected.set()
         await self._io_declare_queue(self.dead_letter_queue)
@@ -544,9 +598,7 @@ class RabbitMQBroker(Broker):
                     channel = self._publish_channel
                     if channel is None or channel.is_closed:
                         assert self._channel is not None
-                        channel = (
-                            self._publish_channel
-                        ) = await self._channel.get_underlay_channel()
+                        channel = self._publish_channel = await _aiormq_channel(self._channel)
                     confirm = await channel.basic_publish(
                         body,
                         exchange=exchange,
@@ -618,11 +670,12 @@ class RabbitMQBroker(Broker):
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             frame = message.delivery
+            assert isinstance(frame, spec.Basic.Deliver)  # a consumer gets only these
             delivery = Delivery(
                 queue=queue_name,
                 body=message.body,
                 headers=message.header.properties.headers or {},
-                redelivered=bool(frame.redelivered),  # type: ignore[union-attr]
+                redelivered=bool(frame.redelivered),
                 tag=(message.channel, frame.delivery_tag),
             )
             self._to_trio_soon(hand_over, delivery)
