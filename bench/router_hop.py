@@ -14,21 +14,24 @@ process start-up (imports, connecting) is not counted for either.
 Prints msg/s for both, the ratio, and the router's resident memory (VmRSS) after the
 run, which must stay flat as N grows (the cache is bounded by ``max_entries``).
 
-    python bench/router_hop.py [--count 10000] [--concurrency 20 100]
-    python bench/router_hop.py --count 100000 --concurrency 100 --skip-baseline
+    python bench/router_hop.py [--count 10000] [--concurrency 20 100] [--rounds 3]
+    python bench/router_hop.py --count 100000 --concurrency 100 --skip-baseline --rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -158,7 +161,7 @@ def run_contender(command: list[str], app: str, transport: str, count: int) -> t
     return count / elapsed, rss
 
 
-def router_command(app: str, transport: str, concurrency: int, config_dir: str) -> list[str]:
+def router_command(app: str, transport: str, config_dir: str, *, concurrency: int) -> list[str]:
     config = {
         "amqp_url": AMQP_URL,
         "worker_concurrency": concurrency,
@@ -175,6 +178,10 @@ def router_command(app: str, transport: str, concurrency: int, config_dir: str) 
 
 
 # ------------------------------------------------------------------ the baseline
+
+
+def forwarder_command(app: str, transport: str, _config_dir: str) -> list[str]:
+    return [sys.executable, __file__, "--forwarder", app, transport]
 
 
 async def forward(app: str, transport: str) -> None:
@@ -203,6 +210,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
     parser.add_argument(
         "--forwarder", nargs=2, metavar=("APP", "TRANSPORT"), help=argparse.SUPPRESS
     )
@@ -211,28 +219,50 @@ def main() -> None:
         asyncio.run(forward(*args.forwarder))
         return
 
-    tag = uuid.uuid4().hex[:6]
-    results: list[tuple[str, float, int]] = []
+    contenders: list[tuple[str, Callable[[str, str, str], list[str]]]] = []
     if not args.skip_baseline:
-        app, transport = f"bench-app-{tag}-b", f"bench-sms-{tag}-b"
-        command = [sys.executable, __file__, "--forwarder", app, transport]
-        rate, rss = run_contender(command, app, transport, args.count)
-        results.append(("aio-pika forwarder, prefetch 20", rate, rss))
-        print(f"{results[-1][0]:<40} {rate:8.0f} msg/s   RSS {rss / 1024:6.1f} MiB", flush=True)
-    with tempfile.TemporaryDirectory() as config_dir:
-        for concurrency in args.concurrency:
-            app, transport = f"bench-app-{tag}-{concurrency}", f"bench-sms-{tag}-{concurrency}"
-            command = router_command(app, transport, concurrency, config_dir)
-            rate, rss = run_contender(command, app, transport, args.count)
-            results.append((f"ToAddressRouter, worker_concurrency {concurrency}", rate, rss))
-            print(
-                f"{results[-1][0]:<40} {rate:8.0f} msg/s   RSS {rss / 1024:6.1f} MiB", flush=True
+        contenders.append(("aio-pika forwarder, prefetch 20", forwarder_command))
+    for concurrency in args.concurrency:
+        contenders.append(
+            (
+                f"ToAddressRouter, worker_concurrency {concurrency}",
+                functools.partial(router_command, concurrency=concurrency),
             )
+        )
+
+    # Rounds alternate the contenders, so a slow spell of the machine (RabbitMQ
+    # compacting its message store, say) does not land on one of them only.
+    rates: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    rss: dict[str, list[int]] = {name: [] for name, _ in contenders}
+    with tempfile.TemporaryDirectory() as config_dir:
+        for round_no in range(1, args.rounds + 1):
+            for index, (name, make_command) in enumerate(contenders):
+                tag = uuid.uuid4().hex[:6]
+                app, transport = f"bench-app-{tag}-{index}", f"bench-sms-{tag}-{index}"
+                rate, kib = run_contender(
+                    make_command(app, transport, config_dir), app, transport, args.count
+                )
+                rates[name].append(rate)
+                rss[name].append(kib)
+                print(
+                    f"round {round_no}: {name:<40} {rate:8.0f} msg/s   RSS {kib / 1024:6.1f} MiB",
+                    flush=True,
+                )
     print(f"messages per run: {args.count}; router cache max_entries {CACHE_MAX_ENTRIES}")
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, _ in contenders:
+        print(
+            f"median of {args.rounds}: {name:<40} {medians[name]:8.0f} msg/s   "
+            f"RSS max {max(rss[name]) / 1024:6.1f} MiB"
+        )
     if not args.skip_baseline:
-        baseline = results[0][1]
-        for name, rate, _ in results[1:]:
-            print(f"ratio {name} / baseline: {rate / baseline:5.2f}")
+        baseline_name = contenders[0][0]
+        for name, _ in contenders[1:]:
+            per_round = [r / b for r, b in zip(rates[name], rates[baseline_name], strict=True)]
+            print(
+                f"ratio {name} / baseline: {medians[name] / medians[baseline_name]:5.2f} "
+                f"(rounds {min(per_round):.2f}-{max(per_round):.2f})"
+            )
 
 
 if __name__ == "__main__":

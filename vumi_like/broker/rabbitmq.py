@@ -376,27 +376,59 @@ class RabbitMQBroker(Broker):
         self._io_wake_pending = False
         queue = self._to_io
         settles: list[tuple[Any, bool]] = []
+        # The pass's fast-path publishes, written as one entry: one socket write
+        # for the lot instead of one per message.
+        frames: list[Any] = []
         try:
             while queue:
                 request = queue.popleft()
                 kind = request[0]
                 if kind == _PUBLISH:
-                    self._io_publish_now(request)
+                    self._io_publish_now(request, frames)
                 elif kind == _ACK:
                     settles.append((request[1], True))
                 elif kind == _REQUEUE:
                     settles.append((request[1], False))
                 else:
                     _, fn, args, pending = request
-                    if settles:
-                        # Keep settles ahead of a later call (a consumer's channel close).
-                        self._spawn(self._io_settle(settles))
-                        settles = []
+                    # What came before a call goes before it (a consumer's channel close).
+                    self._io_flush(frames, settles)
+                    frames, settles = [], []
                     self._spawn(self._io_run_call(fn, args, pending))
-            if settles:
-                self._spawn(self._io_settle(settles))
+            self._io_flush(frames, settles)
         except BaseException as exc:  # pragma: no cover - a bug in this module
             self._fail(exc)
+
+    def _io_flush(self, frames: list[Any], settles: list[tuple[Any, bool]]) -> None:
+        """Queue ``frames`` (publishes) and the acks and requeues in ``settles`` for the
+        writer: one entry per channel, so one socket write for many messages."""
+        if frames:
+            channel = self._publish_channel
+            assert channel is not None  # the frames were built on it in this pass
+            channel.write_queue.put_nowait(
+                ChannelFrame.marshall(
+                    frames=frames, channel_number=channel.number, drain_future=None
+                )
+            )
+        by_channel: dict[aiormq.Channel, list[Any]] = {}
+        for (channel, delivery_tag), ack in settles:
+            frame: spec.Basic.Ack | spec.Basic.Nack
+            if ack:
+                frame = spec.Basic.Ack(delivery_tag=delivery_tag)
+            else:
+                frame = spec.Basic.Nack(delivery_tag=delivery_tag, requeue=True)
+            by_channel.setdefault(channel, []).append(frame)
+        for channel, channel_frames in by_channel.items():
+            if channel.is_closed or channel.write_queue.full():
+                # Closed: the tags are void after a reconnect and RabbitMQ redelivers.
+                # Full: the socket is behind; aiormq's own calls wait for room.
+                self._spawn(self._io_settle(channel, channel_frames))
+                continue
+            channel.write_queue.put_nowait(
+                ChannelFrame.marshall(
+                    frames=channel_frames, channel_number=channel.number, drain_future=None
+                )
+            )
 
     def _fail(self, exc: BaseException) -> None:
         log.error("amqp I/O thread failed", error=repr(exc))
@@ -421,19 +453,18 @@ class RabbitMQBroker(Broker):
         else:
             self._to_trio_soon(pending.settle, (result, None))
 
-    async def _io_settle(self, settles: list[tuple[Any, bool]]) -> None:
-        # ``wait=False``: the frames are queued for the writer, nothing is awaited
-        # on the socket, so a whole batch costs one task.
-        for (channel, delivery_tag), ack in settles:
+    async def _io_settle(self, channel: aiormq.Channel, frames: list[Any]) -> None:
+        """The slow path of ``_io_flush``'s acks and requeues: aiormq's own calls."""
+        for frame in frames:
             if channel.is_closed:
-                continue  # void after a reconnect: RabbitMQ redelivers
+                return  # void after a reconnect: RabbitMQ redelivers
             try:
-                if ack:
-                    await channel.basic_ack(delivery_tag, wait=False)
+                if isinstance(frame, spec.Basic.Ack):
+                    await channel.basic_ack(frame.delivery_tag, wait=False)
                 else:
-                    await channel.basic_nack(delivery_tag, requeue=True, wait=False)
+                    await channel.basic_nack(frame.delivery_tag, requeue=True, wait=False)
             except _CONNECTION_ERRORS:
-                continue
+                return
 
     async def _io_connect(self) -> None:
         self._reconnected = asyncio.Event()
@@ -511,17 +542,18 @@ class RabbitMQBroker(Broker):
         self._declared.add(name)
         return name
 
-    def _io_publish_now(self, request: tuple[Any, ...]) -> None:
-        """Write one publish to the channel right away, with no task of its own.
+    def _io_publish_now(self, request: tuple[Any, ...], frames: list[Any]) -> None:
+        """Add one publish's frames to ``frames``, for ``_io_flush`` to write this pass.
 
         This is aiormq's ``basic_publish`` without what a pipelined publisher does not
         need per message: a task, a timeout scope, the lock round trip, a drain
         future. It keeps aiormq's bookkeeping exactly (next delivery tag, the
-        confirmation future in ``confirmations``, ``message_id`` for returns), and
-        writes all frames of the message in one ``write_queue`` entry, so the frame
-        order and tag order stay in step. Anything unusual (no channel, the channel
-        closing, an RPC in progress holding the lock) takes the slow path, which
-        also waits out a reconnect.
+        confirmation future in ``confirmations``, ``message_id`` for returns). The
+        pass's publishes go out in one ``write_queue`` entry, in tag order, and nothing
+        else writes on the channel between this call and that flush (the pass is
+        synchronous), so frame order and tag order stay in step. Anything unusual (no
+        channel, the channel closing, an RPC in progress holding the lock) takes the
+        slow path, which also waits out a reconnect.
         """
         _, exchange, routing_key, body, headers, pending = request
         channel = self._publish_channel
@@ -544,19 +576,16 @@ class RabbitMQBroker(Broker):
             headers=dict(headers) if headers else None,
             message_id=message_id,
         )
-        frames: list[Any] = [
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
-            ContentHeader(properties=properties, body_size=len(body)),
-            *channel._split_body(body),
-        ]
+        frames.append(
+            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
+        )
+        frames.append(ContentHeader(properties=properties, body_size=len(body)))
+        frames.extend(channel._split_body(body))
         channel.delivery_tag += 1
         delivery_tag = channel.delivery_tag
         confirmation = channel.create_future()
         channel.confirmations[delivery_tag] = confirmation
         channel.message_id_delivery_tag[message_id] = delivery_tag
-        channel.write_queue.put_nowait(
-            ChannelFrame.marshall(frames=frames, channel_number=channel.number, drain_future=None)
-        )
 
         def confirmed(future: asyncio.Future[Any]) -> None:
             if channel.message_id_delivery_tag.get(message_id) == delivery_tag:
