@@ -74,6 +74,44 @@ async def test_publish_to_unbound_routing_key_raises(broker: Broker, unique: str
         await broker.publish(f"{unique}.nowhere", b"lost?")
 
 
+async def test_concurrent_publishes_each_get_their_own_outcome(broker: Broker, unique: str):
+    # Many publishes in flight at once (written out together on RabbitMQ): each
+    # unroutable one is refused, every other one is confirmed and arrives.
+    queue = f"{unique}.inbound"
+    await broker.declare_queue(queue)
+    outcomes: dict[int, str] = {}
+
+    async def publish(i: int) -> None:
+        try:
+            await broker.publish(queue if i % 3 else f"{unique}.nowhere", str(i).encode())
+        except PublishError:
+            outcomes[i] = "refused"
+        else:
+            outcomes[i] = "confirmed"
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(90):
+                nursery.start_soon(publish, i)
+    assert outcomes == {i: "confirmed" if i % 3 else "refused" for i in range(90)}
+    got = await receive(broker, queue, 60)
+    assert sorted(int(d.body) for d in got) == [i for i in range(90) if i % 3]
+    assert await nothing_arrives(broker, queue, 0.3)
+
+
+async def test_acks_of_many_deliveries_at_once_all_take_effect(broker: Broker, unique: str):
+    queue = f"{unique}.inbound"
+    await broker.declare_queue(queue)
+    async with trio.open_nursery() as nursery:
+        for i in range(200):
+            nursery.start_soon(broker.publish, queue, str(i).encode())
+    # Acked as they come, then the subscription closes at once: an ack that did not
+    # reach the broker first would see its message come back.
+    got = await receive(broker, queue, 200)
+    assert len({d.body for d in got}) == 200
+    assert await nothing_arrives(broker, queue, 0.5)
+
+
 async def test_consuming_an_undeclared_queue_raises(broker: Broker, unique: str):
     with pytest.raises(BrokerError):
         async with broker.consume(f"{unique}.missing", prefetch=1):

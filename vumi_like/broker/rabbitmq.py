@@ -419,9 +419,16 @@ class RabbitMQBroker(Broker):
                 frame = spec.Basic.Nack(delivery_tag=delivery_tag, requeue=True)
             by_channel.setdefault(channel, []).append(frame)
         for channel, channel_frames in by_channel.items():
-            if channel.is_closed or channel.write_queue.full():
-                # Closed: the tags are void after a reconnect and RabbitMQ redelivers.
-                # Full: the socket is behind; aiormq's own calls wait for room.
+            closing = getattr(channel, "_Channel__close_event", None)
+            if (
+                channel.is_closed
+                or closing is None
+                or closing.is_set()
+                or channel.write_queue.full()
+            ):
+                # Closed or closing: aiormq's calls drop them; the tags are void after
+                # a reconnect and RabbitMQ redelivers. Full: the socket is behind, and
+                # aiormq's own calls wait for room.
                 self._spawn(self._io_settle(channel, channel_frames))
                 continue
             channel.write_queue.put_nowait(
