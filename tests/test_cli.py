@@ -26,6 +26,7 @@ import yaml
 
 from vumi_like.applications.echo import EchoApplicationConfig
 from vumi_like.broker import open_broker
+from vumi_like.cli import ForcedStop, _run_trio, _until_signalled
 from vumi_like.config import describe_config
 from vumi_like.messages import Message
 
@@ -395,6 +396,51 @@ async def test_worker_serves_health_and_stops_gracefully_on_sigterm(amqp_url: st
             async with open_broker(amqp_url, dead_letter_queue=f"{unique}.dead_letter") as b:
                 for suffix in ("inbound", "outbound", "event", "dead_letter"):
                     await b.delete_queue(f"{unique}.{suffix}")
+
+
+async def test_first_signal_asks_for_a_graceful_stop_and_a_second_forces_it():
+    stop = trio.Event()
+    with trio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(ForcedStop, match="SIGINT")):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_until_signalled, stop)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await stop.wait()
+            os.kill(os.getpid(), signal.SIGINT)
+            await trio.sleep_forever()
+
+
+def test_a_forced_stop_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str]):
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_until_signalled, stop)
+            os.kill(os.getpid(), signal.SIGINT)
+            await stop.wait()
+            os.kill(os.getpid(), signal.SIGINT)
+            await trio.sleep_forever()
+
+    with pytest.raises(SystemExit) as exited:
+        _run_trio(main)
+    assert exited.value.code == 130
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        "vumi-like: stopped at once on a second SIGINT; what was not acked goes back to its queue"
+    )
+
+
+def test_ctrl_c_outside_the_signal_receiver_is_one_line_and_exit_130(
+    capsys: pytest.CaptureFixture[str],
+):
+    async def main() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # trio's own handler: KeyboardInterrupt
+        await trio.sleep_forever()
+
+    with pytest.raises(SystemExit) as exited:
+        _run_trio(main)
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "vumi-like: interrupted; what was not acked goes back to its queue"
+    ]
 
 
 # ---------------------------------------------------------------- vumi-like run

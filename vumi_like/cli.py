@@ -7,6 +7,10 @@
 Every failure a user can cause (bad class path, bad config, unreachable broker or
 Redis, malformed YAML) ends with one line on stderr and exit code 2; a worker that
 fails while running exits 1. A traceback is only for bugs.
+
+SIGTERM or SIGINT (Ctrl-C) stops gracefully: consuming stops and in-flight handlers
+get ``shutdown_timeout`` to finish. A second signal meanwhile stops at once (exit
+130); what was not acked goes back to its queue.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from vumi_like.logs import configure_error_reporting, configure_logging
 from vumi_like.worker import BaseWorker, run_worker
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
 class CliError(Exception):
@@ -76,14 +81,25 @@ def load_worker_class(path: str) -> type[BaseWorker]:
     return cls
 
 
+class ForcedStop(Exception):
+    """A second SIGTERM/SIGINT came during a graceful stop."""
+
+
 async def _until_signalled(
     stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    """Set ``stop`` on the first SIGTERM/SIGINT; raise ``ForcedStop`` on a second.
+
+    The receiver stays open until the caller cancels this task once the workers have
+    stopped, so no signal reaches trio's own handler, which would raise
+    KeyboardInterrupt wherever the program happened to be.
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
-        async for _ in signals:
+        async for signum in signals:
+            if stop.is_set():
+                raise ForcedStop(signal.Signals(signum).name)
             stop.set()
-            return
 
 
 # ---------------------------------------------------------------- vumi-like worker
@@ -297,6 +313,15 @@ def _run_trio(main: Callable[[], Any]) -> None:
         fail(f"cache: {_first(group)}")
     except* OSError as group:  # e.g. http_bind address already in use
         fail(str(_first(group)))
+    except* ForcedStop as group:
+        interrupted(f"stopped at once on a second {_first(group)}")
+    except* KeyboardInterrupt:
+        interrupted("interrupted")
+
+
+def interrupted(message: str) -> NoReturn:
+    print(f"vumi-like: {message}; what was not acked goes back to its queue", file=sys.stderr)
+    raise SystemExit(EXIT_INTERRUPTED)
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
@@ -314,7 +339,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = COMMANDS.get(argv[0])
     if command is None:
         fail(f"unknown command {argv[0]!r}: use one of {', '.join(COMMANDS)}")
-    command(argv[1:])
+    try:
+        command(argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C outside the signal receiver: starting or exiting
+        interrupted("interrupted")
 
 
 if __name__ == "__main__":
