@@ -8,6 +8,7 @@ gracefully on SIGTERM and exits 0.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -398,29 +399,25 @@ async def test_worker_serves_health_and_stops_gracefully_on_sigterm(amqp_url: st
                     await b.delete_queue(f"{unique}.{suffix}")
 
 
-async def test_first_signal_asks_for_a_graceful_stop_and_a_second_forces_it():
+async def signalled_twice(first: signal.Signals, second: signal.Signals) -> None:
+    """The CLI's signal receiver, sent ``second`` once it has acted on ``first``."""
     stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_until_signalled, stop)
+        os.kill(os.getpid(), first)
+        await stop.wait()
+        os.kill(os.getpid(), second)
+        await trio.sleep_forever()
+
+
+async def test_first_signal_asks_for_a_graceful_stop_and_a_second_forces_it():
     with trio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(ForcedStop, match="SIGINT")):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(_until_signalled, stop)
-            os.kill(os.getpid(), signal.SIGTERM)
-            await stop.wait()
-            os.kill(os.getpid(), signal.SIGINT)
-            await trio.sleep_forever()
+        await signalled_twice(signal.SIGTERM, signal.SIGINT)
 
 
 def test_a_forced_stop_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str]):
-    async def main() -> None:
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(_until_signalled, stop)
-            os.kill(os.getpid(), signal.SIGINT)
-            await stop.wait()
-            os.kill(os.getpid(), signal.SIGINT)
-            await trio.sleep_forever()
-
     with pytest.raises(SystemExit) as exited:
-        _run_trio(main)
+        _run_trio(functools.partial(signalled_twice, signal.SIGINT, signal.SIGINT))
     assert exited.value.code == 130
     [line] = capsys.readouterr().err.splitlines()
     assert line == (
