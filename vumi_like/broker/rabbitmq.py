@@ -143,8 +143,8 @@ class _BackoffConnection(aio_pika.RobustConnection):
 
     aio-pika sleeps ``reconnect_interval`` after each failed attempt, reading the
     attribute every time; here it reads as half of how long the connection has been
-    down, kept between the configured interval and ``max_reconnect_interval``. Each
-    wait is so about 1.5 times the one before, and back to the base once connected.
+    down, kept between the configured interval and ``max_reconnect_interval``. So each
+    wait is about 1.5 times the one before, and back to the base once connected.
     """
 
     max_reconnect_interval = 30.0
