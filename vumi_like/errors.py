@@ -19,20 +19,11 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 class ProblemError(Exception):
     """Raise in a route to answer with a problem document."""
 
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
+    def __init__(self, status: int, detail: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.code = code or _default_code(status)
-        self.headers = headers
         self.extra = extra
 
 
@@ -62,12 +53,10 @@ def problem_body(
 
 
 def problem_response(
-    status: int,
-    detail: str,
-    *,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
+    status: int, detail: str, *, code: str | None = None, **extra: Any
 ) -> Response:
     body = json.dumps(problem_body(status, detail, code=code, **extra))
+    # A 413's body was refused unread, so the connection cannot carry another request:
+    # say so, or a keep-alive client would wait on it for an answer.
+    headers = {"Connection": "close"} if status == 413 else None
     return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)

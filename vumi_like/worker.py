@@ -215,9 +215,7 @@ class BaseWorker:
         return self.health()
 
     async def _problem_error(self, error: ProblemError) -> Response:
-        return problem_response(
-            error.status, error.detail, code=error.code, headers=error.headers, **error.extra
-        )
+        return problem_response(error.status, error.detail, code=error.code, **error.extra)
 
     async def _http_error(self, error: HTTPException) -> Response:
         status = error.code or 500

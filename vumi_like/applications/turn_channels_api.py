@@ -387,13 +387,10 @@ class TurnChannelsApi(BaseWorker):
         # Quart refuses a body over MAX_CONTENT_LENGTH by its Content-Length or, sent
         # chunked, as it is read; the length check is for a server that did not.
         if raw is None or len(raw) > self.config.max_body_bytes:
-            # The rest of the body is never read, so the connection cannot carry another
-            # request: say so, or a keep-alive client would wait on it for an answer.
             raise ProblemError(
                 413,
                 f"the body is larger than {self.config.max_body_bytes} bytes",
                 code="body_too_large",
-                headers={"Connection": "close"},
             )
         self._check_signature(raw)
         try:
