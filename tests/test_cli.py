@@ -497,7 +497,7 @@ ECHO_WORKER = {"name": "echo", "class": ECHO, "config": {"connector_name": "echo
     [
         ("workers:\n  - name: echo\n   class: x\n", ["line 3"]),
         ("- just\n- a list\n", ["must be a mapping"]),
-        ({"amqp_url": "memory://"}, ["workers", "Field required"]),
+        ({"amqp_url": "memory://"}, ["workers: is required"]),
         ({"workers": [ECHO_WORKER], "colour": "blue"}, ["colour"]),
         ({"workers": [ECHO_WORKER, ECHO_WORKER]}, ["duplicate worker names", "'echo'"]),
         (

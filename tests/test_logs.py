@@ -12,7 +12,8 @@ import pytest
 import structlog
 from pydantic import BaseModel, SecretStr
 
-from vumi_like.logs import configure_logging, redact
+from vumi_like.logs import configure_logging
+from vumi_like.redaction import redact
 
 SECRET = "hunter2-Zq9"
 

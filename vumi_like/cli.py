@@ -16,7 +16,6 @@ get ``shutdown_timeout`` to finish. A second signal meanwhile stops at once (exi
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vumi_like import dlq
 from vumi_like.broker import BrokerError, open_broker
 from vumi_like.caches import CacheError
+from vumi_like.class_paths import ClassPathError, resolve_class
 from vumi_like.config import (
     ConfigError,
     add_config_arguments,
@@ -37,7 +37,9 @@ from vumi_like.config import (
     config_from_data,
     load_config,
 )
-from vumi_like.logs import configure_error_reporting, configure_logging
+from vumi_like.logs import LogLevel, configure_logging
+from vumi_like.sentry import configure_error_reporting
+from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker, run_worker
 
 EXIT_USAGE = 2
@@ -61,24 +63,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def load_worker_class(path: str) -> type[BaseWorker]:
-    """Import ``package.module.Class`` (or ``package.module:Class``) and check it is a worker."""
-    module_name, _, class_name = path.replace(":", ".").rpartition(".")
-    if not module_name:
-        raise CliError(f"worker class {path!r} is not a dotted path like package.module.Class")
+    """The worker class ``path`` names (``package.module.Class``, ``module:Class``, or vumi2's
+    class path of a worker that has a counterpart here)."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CliError(
-            f"cannot import module {module_name!r} for worker class {path!r}: {exc}"
-        ) from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise CliError(f"module {module_name!r} has no {class_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
-        raise CliError(
-            f"{path!r} is not a worker class (a subclass of vumi_like.worker.BaseWorker)"
-        )
-    return cls
+        return resolve_class(path, BaseWorker, what="worker class")
+    except ClassPathError as exc:
+        raise CliError(str(exc)) from None
 
 
 class ForcedStop(Exception):
@@ -157,7 +147,7 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amqp_url: str = "memory://"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     workers: list[PipelineWorker]
 
 
@@ -180,9 +170,8 @@ def load_pipeline(
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error["loc"]) or "pipeline"
-        raise CliError(f"pipeline {path}: {where}: {error['msg']}") from None
+        problems = describe_validation_error(exc, subject="pipeline")
+        raise CliError(f"pipeline {path}: {problems}") from None
     names = [w.name for w in pipeline.workers]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -47,10 +47,10 @@ import trio
 
 from vumi_like.broker import Broker, BrokerError, Delivery
 from vumi_like.broker.base import HEADER_ATTEMPT
-from vumi_like.logs import report_exception
 from vumi_like.messages import Event, InvalidEnvelope, Message
 from vumi_like.metrics import QueueMetrics
 from vumi_like.middlewares.base import ENVELOPE_KINDS, BaseMiddleware, EnvelopeKind
+from vumi_like.sentry import report_exception
 
 log = structlog.get_logger(__name__)
 

@@ -55,10 +55,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "ENVELOPE_KINDS",
     "MESSAGE_VERSION",
     "VUMI_DATE_FORMAT",
     "AddressType",
     "DeliveryStatus",
+    "EnvelopeKind",
     "Event",
     "EventType",
     "InvalidEnvelope",
@@ -72,6 +74,10 @@ __all__ = [
 
 VUMI_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 MESSAGE_VERSION = "20110921"
+
+# The three kinds of envelope traffic, named as their queues are (``<connector>.<kind>``).
+EnvelopeKind = Literal["inbound", "outbound", "event"]
+ENVELOPE_KINDS: tuple[EnvelopeKind, ...] = ("inbound", "outbound", "event")
 
 
 class InvalidEnvelope(Exception):

@@ -8,6 +8,7 @@ never drift from the code.
 
 from __future__ import annotations
 
+from vumi_like.class_paths import resolve_class
 from vumi_like.config import BaseConfig, describe_config
 from vumi_like.worker import BaseWorker
 
@@ -39,15 +40,6 @@ def _table(config_cls: type[BaseConfig], skip: set[str]) -> list[str]:
     return lines
 
 
-def _worker_class(path: str) -> type[BaseWorker]:
-    import importlib
-
-    module, _, name = path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    assert issubclass(cls, BaseWorker)
-    return cls
-
-
 def render() -> str:
     common = {field.name for field in describe_config(BaseConfig)}
     lines = [
@@ -64,7 +56,7 @@ def render() -> str:
         *_table(BaseConfig, set()),
     ]
     for path in WORKERS:
-        cls = _worker_class(path)
+        cls = resolve_class(path, BaseWorker, what="worker class")
         lines += ["", f"## `{path}`", "", *_table(cls.config_class, common)]
     return "\n".join(lines) + "\n"
 

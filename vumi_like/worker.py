@@ -45,10 +45,10 @@ from vumi_like.connectors import (
     ReceiveOutboundConnector,
 )
 from vumi_like.errors import ProblemError, problem_response
-from vumi_like.logs import report_exception
 from vumi_like.messages import Event, Message
 from vumi_like.metrics import REGISTRY
 from vumi_like.middlewares import BaseMiddleware, load_middlewares
+from vumi_like.sentry import report_exception
 
 log = structlog.get_logger(__name__)
 

@@ -200,10 +200,14 @@ def test_vumi2_logging_middleware_class_path_and_options_load_ours():
 @pytest.mark.parametrize(
     ("class_path", "problem"),
     [
-        ("no_such_package.middlewares.Thing", "cannot import 'no_such_package.middlewares.Thing'"),
-        (f"{__name__}.NoSuchMiddleware", "has no NoSuchMiddleware"),
+        (
+            "no_such_package.middlewares.Thing",
+            "cannot import module 'no_such_package.middlewares' for middleware "
+            "'no_such_package.middlewares.Thing'",
+        ),
+        (f"{__name__}.NoSuchMiddleware", "has no 'NoSuchMiddleware'"),
         ("vumi_like.messages.Message", "is not a middleware"),
-        ("LoggingMiddleware", "should be a dotted path"),
+        ("LoggingMiddleware", "is not a dotted path"),
         (
             "vumi2.middlewares.unidecoder.Unidecoder",
             "(read as 'vumi_like.middlewares.unidecoder.Unidecoder')",

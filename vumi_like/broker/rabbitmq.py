@@ -74,7 +74,7 @@ from vumi_like.broker.base import (
     Subscription,
     delay_bucket_ms,
 )
-from vumi_like.logs import redact_text
+from vumi_like.redaction import redact_text
 
 log = structlog.get_logger(__name__)
 

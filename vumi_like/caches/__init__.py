@@ -7,8 +7,6 @@ suite. A worker picks one by name in its config with ``make_message_cache``.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +22,8 @@ from vumi_like.caches.base import (
 )
 from vumi_like.caches.memory import MemoryMessageCache, MemoryMessageCacheConfig
 from vumi_like.caches.redis import RedisMessageCache, RedisMessageCacheConfig
+from vumi_like.class_paths import VUMI2_CLASS_PATHS, ClassPathError, resolve_class
+from vumi_like.validation import describe_validation_error
 
 __all__ = [
     "DEFAULT_INBOUND_TTL",
@@ -41,15 +41,15 @@ __all__ = [
     "message_cache_class",
 ]
 
-# Names a config may use besides a dotted path: our short names, the bare class names
-# (vumi2's docs give ``MemoryMessageCache`` as the default), and vumi2's class path, so
-# a vumi2 worker's config runs here unchanged. vumi2 has no Redis cache to alias.
-_NAMED_CACHES: dict[str, type[MessageCache]] = {
-    "memory": MemoryMessageCache,
-    "redis": RedisMessageCache,
-    "MemoryMessageCache": MemoryMessageCache,
-    "RedisMessageCache": RedisMessageCache,
-    "vumi2.message_caches.MemoryMessageCache": MemoryMessageCache,
+# Short names a config may use besides a dotted path: ours, and the bare class names
+# (vumi2's docs give ``MemoryMessageCache`` as the default). vumi2's class path is one of
+# ``VUMI2_CLASS_PATHS``.
+_NAMED_CACHES: dict[str, str] = {
+    "memory": "vumi_like.caches.MemoryMessageCache",
+    "redis": "vumi_like.caches.RedisMessageCache",
+    "MemoryMessageCache": "vumi_like.caches.MemoryMessageCache",
+    "RedisMessageCache": "vumi_like.caches.RedisMessageCache",
+    **VUMI2_CLASS_PATHS,
 }
 
 
@@ -61,26 +61,15 @@ def message_cache_class(class_name: str) -> type[MessageCache]:
     dotted path of any importable concrete ``MessageCache`` subclass (such as
     ``vumi_like.caches.RedisMessageCache``).
     """
-    cls = _NAMED_CACHES.get(class_name)
-    if cls is not None:
-        return cls
-    module_name, _, attr = class_name.rpartition(".")
-    found: object = None
-    if module_name:
-        try:
-            found = getattr(importlib.import_module(module_name), attr, None)
-        except ImportError:
-            found = None
-    if (
-        isinstance(found, type)
-        and issubclass(found, MessageCache)
-        and not inspect.isabstract(found)
-    ):
-        return found
-    raise ValueError(
-        f"unknown message cache class {class_name!r}: use 'memory', 'redis' or the dotted "
-        "path of a MessageCache subclass (e.g. 'vumi_like.caches.RedisMessageCache')"
-    )
+    try:
+        return resolve_class(
+            class_name, MessageCache, what="message cache class", aliases=_NAMED_CACHES
+        )
+    except ClassPathError as exc:
+        raise ValueError(
+            f"unknown message cache class {class_name!r}: use 'memory', 'redis' or the dotted "
+            f"path of a MessageCache subclass (e.g. 'vumi_like.caches.RedisMessageCache'); {exc}"
+        ) from None
 
 
 def make_message_cache(class_name: str, config: Mapping[str, Any] | None = None) -> MessageCache:
@@ -128,12 +117,7 @@ class MessageCacheSettings(BaseModel):
         try:
             make_message_cache(name, options)
         except ValidationError as exc:
-            raise ValueError(
-                "; ".join(
-                    f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
-                    for error in exc.errors(include_url=False)
-                )
-            ) from None
+            raise ValueError(describe_validation_error(exc, subject="value")) from None
         return options
 
     def make_message_cache(self) -> MessageCache:

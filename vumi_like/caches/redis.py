@@ -60,8 +60,8 @@ from vumi_like.caches.base import (
     checked_outbound_info,
     decode_message,
 )
-from vumi_like.logs import redact_text
 from vumi_like.messages import Message
+from vumi_like.redaction import redact_text
 
 __all__ = ["RedisMessageCache", "RedisMessageCacheConfig"]
 

@@ -34,14 +34,13 @@ consumed; ``setup()`` runs once before the worker's first connector exists;
 
 from __future__ import annotations
 
-import importlib
-import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from vumi_like.class_paths import ClassPathError, resolve_class
 from vumi_like.config import ConfigError, ConfigModel, MiddlewareConfig, config_from_data
-from vumi_like.messages import Event, Message
+from vumi_like.messages import ENVELOPE_KINDS, EnvelopeKind, Event, Message
 
 __all__ = [
     "ENVELOPE_KINDS",
@@ -50,16 +49,6 @@ __all__ = [
     "EnvelopeKind",
     "load_middlewares",
 ]
-
-EnvelopeKind = Literal["inbound", "outbound", "event"]
-ENVELOPE_KINDS: tuple[EnvelopeKind, ...] = ("inbound", "outbound", "event")
-
-# vumi2 names its middlewares `vumi2.middlewares.<module>.<Class>`. Ours live in the
-# same module names under this package, so a vumi2 worker's config works unchanged.
-_VUMI2_PACKAGE = "vumi2.middlewares."
-_OUR_PACKAGE = "vumi_like.middlewares."
-
-_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
 class BaseMiddlewareConfig(ConfigModel):
@@ -148,20 +137,7 @@ def load_middlewares(configs: list[MiddlewareConfig]) -> list[BaseMiddleware]:
 
 
 def _middleware_class(class_path: str) -> type[BaseMiddleware]:
-    path = class_path.strip()
-    if not _DOTTED_PATH.fullmatch(path):
-        raise ConfigError(f"should be a dotted path, package.module.Class, got {class_path!r}")
-    if path.startswith(_VUMI2_PACKAGE):
-        path = _OUR_PACKAGE + path.removeprefix(_VUMI2_PACKAGE)
-    named = f"{class_path!r}" + (f" (read as {path!r})" if path != class_path else "")
-    module_name, _, class_name = path.rpartition(".")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {named}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"cannot import {named}: module {module_name} has no {class_name}")
-    if not (isinstance(cls, type) and issubclass(cls, BaseMiddleware)):
-        raise ConfigError(f"{named} is not a middleware (a BaseMiddleware subclass)")
-    return cls
+        return resolve_class(class_path, BaseMiddleware, what="middleware")
+    except ClassPathError as exc:
+        raise ConfigError(str(exc)) from None

@@ -10,28 +10,20 @@ metadata are left out: they are the users', and they can be large.
 from __future__ import annotations
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from vumi_like.logs import LOG_LEVELS
-from vumi_like.messages import Event, Message
-from vumi_like.middlewares.base import BaseMiddleware, BaseMiddlewareConfig, EnvelopeKind
+from vumi_like.logs import LogLevel
+from vumi_like.messages import EnvelopeKind, Event, Message
+from vumi_like.middlewares.base import BaseMiddleware, BaseMiddlewareConfig
 
 __all__ = ["LoggingMiddleware", "LoggingMiddlewareConfig"]
 
 
 class LoggingMiddlewareConfig(BaseMiddlewareConfig):
-    log_level: str = Field(
+    log_level: LogLevel = Field(
         default="INFO", description="Level to log at: DEBUG, INFO, WARNING, ERROR or CRITICAL."
     )
     logger_name: str = Field(default=__name__, description="Name of the logger to log to.")
-
-    @field_validator("log_level")
-    @classmethod
-    def _check_log_level(cls, value: str) -> str:
-        level = value.strip().upper()  # vumi2 configs write it in lower case
-        if level not in LOG_LEVELS:
-            raise ValueError(f"should be one of {', '.join(LOG_LEVELS)}")
-        return level
 
 
 class LoggingMiddleware(BaseMiddleware):

@@ -1,0 +1,41 @@
+"""Worker configuration.
+
+* ``models.py``: ``BaseConfig`` (the settings every worker has) and ``ConfigModel``,
+  the base of every config model; a worker's config subclasses ``BaseConfig``.
+* ``loader.py``: builds a config from a YAML file, the environment and command-line
+  flags (in that order of precedence, lowest first), with one-line errors.
+* ``describe.py``: the models described for the reference documentation.
+"""
+
+from vumi_like.config.describe import ConfigField, describe_config
+from vumi_like.config.loader import (
+    ENV_CONFIG_FILE,
+    ENV_CONFIG_PREFIX,
+    add_config_arguments,
+    cli_overrides,
+    config_from_data,
+    load_config,
+)
+from vumi_like.config.models import (
+    AmqpConfig,
+    BaseConfig,
+    ConfigError,
+    ConfigModel,
+    MiddlewareConfig,
+)
+
+__all__ = [
+    "ENV_CONFIG_FILE",
+    "ENV_CONFIG_PREFIX",
+    "AmqpConfig",
+    "BaseConfig",
+    "ConfigError",
+    "ConfigField",
+    "ConfigModel",
+    "MiddlewareConfig",
+    "add_config_arguments",
+    "cli_overrides",
+    "config_from_data",
+    "describe_config",
+    "load_config",
+]
