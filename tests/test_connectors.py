@@ -10,11 +10,12 @@ import trio
 from vumi_like.broker import Broker, BrokerError
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE, HEADER_DL_WORKER
 from vumi_like.connectors import (
+    PublishFailed,
     ReceiveInboundConnector,
     ReceiveOutboundConnector,
-    current_attempt,
 )
 from vumi_like.messages import Event, Message
+from vumi_like.retry import RetryLater
 
 from .broker.test_contract import nothing_arrives, receive
 
@@ -207,19 +208,20 @@ async def test_failed_publish_inside_handler_dead_letters_instead_of_acking(
     assert "PublishError" in dead.headers[HEADER_DL_ERROR]
 
 
-async def test_retry_later_redelivers_with_an_attempt_counter(broker: Broker, unique: str):
+async def test_handler_raising_retry_later_is_redelivered_with_its_attempt_number(
+    broker: Broker, unique: str
+):
     attempts: list[int] = []
     done = trio.Event()
 
     async with trio.open_nursery() as nursery:
         transport = ReceiveOutboundConnector(broker, unique)
 
-        async def flaky(msg: Message) -> None:
-            attempts.append(current_attempt())
-            if current_attempt() < 2:
-                await transport.retry_later(msg, 0.05)
-            else:
-                done.set()
+        async def flaky(msg: Message, attempt: int) -> None:
+            attempts.append(attempt)
+            if attempt < 2:
+                raise RetryLater(0.05, "not yet")
+            done.set()
 
         await transport.setup(nursery, outbound_handler=flaky)
         await transport.publish_inbound(make_message())  # declared, unused here
@@ -230,18 +232,19 @@ async def test_retry_later_redelivers_with_an_attempt_counter(broker: Broker, un
     assert attempts == [0, 1, 2]
 
 
-async def test_retry_later_of_an_event_returns_to_the_event_queue(broker: Broker, unique: str):
+async def test_event_handler_raising_retry_later_gets_the_event_back_on_the_event_queue(
+    broker: Broker, unique: str
+):
     got: list[tuple[str, int]] = []
     done = trio.Event()
     async with trio.open_nursery() as nursery:
         app = ReceiveInboundConnector(broker, unique)
 
-        async def on_event(event: Event) -> None:
-            got.append((event.event_id, current_attempt()))
-            if current_attempt() == 0:
-                await app.retry_later(event, 0.05)
-            else:
-                done.set()
+        async def on_event(event: Event, attempt: int) -> None:
+            got.append((event.event_id, attempt))
+            if attempt == 0:
+                raise RetryLater(0.05)
+            done.set()
 
         await app.setup(nursery, inbound_handler=lambda m: None, event_handler=on_event)
         event = Event.ack(make_message(), sent_message_id="s1")
@@ -250,6 +253,52 @@ async def test_retry_later_of_an_event_returns_to_the_event_queue(broker: Broker
             await done.wait()
         await app.close()
     assert got == [(event.event_id, 0), (event.event_id, 1)]
+
+
+async def test_a_retry_sends_back_the_raw_body_and_acks_the_original(broker: Broker, unique: str):
+    seen: list[tuple[int, bytes]] = []
+    done = trio.Event()
+    # Not what Message.to_json writes: proves the raw body goes back, not a re-encoding.
+    raw = json.dumps(json.loads(make_message("raw").to_json()), indent=1).encode()
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique)
+        original_retry = broker.retry_later
+
+        async def recording_retry(queue: str, body: bytes, **kwargs: object) -> None:
+            seen.append((kwargs["headers"]["x-vumi-attempt"], body))  # type: ignore[index]
+            await original_retry(queue, body, **kwargs)  # type: ignore[arg-type]
+
+        broker.retry_later = recording_retry  # type: ignore[method-assign]
+
+        async def flaky(msg: Message, attempt: int) -> None:
+            if attempt < 2:
+                raise RetryLater(0.01)
+            done.set()
+
+        await transport.setup(nursery, outbound_handler=flaky)
+        await broker.publish(f"{unique}.outbound", raw)
+        with trio.fail_after(10):
+            await done.wait()
+        await transport.close()
+    assert seen == [(1, raw), (2, raw)]
+    # Every delivery was acked: nothing is left to redeliver.
+    assert await nothing_arrives(broker, f"{unique}.outbound", within=0.3)
+
+
+async def test_refused_publish_raises_publish_failed(broker: Broker, unique: str):
+    async with trio.open_nursery() as nursery:
+        app = ReceiveInboundConnector(broker, unique)
+        await app.setup(nursery, inbound_handler=lambda m: None, event_handler=lambda e: None)
+        await broker.delete_queue(f"{unique}.outbound")
+        try:
+            await app.publish_outbound(make_message())
+        except PublishFailed as exc:
+            assert f"{unique}.outbound" in str(exc)
+        else:
+            raise AssertionError("a publish to a deleted queue was not refused")
+        finally:
+            await broker.declare_queue(f"{unique}.outbound")
+            await app.close()
 
 
 async def test_concurrency_bounds_handlers_in_flight(broker: Broker, unique: str):

@@ -14,8 +14,8 @@ import trio
 from vumi_like.broker import Broker
 from vumi_like.connectors import ReceiveOutboundConnector
 from vumi_like.logs import configure_logging
-from vumi_like.sentry import configure_error_reporting
 from vumi_like.messages import Message
+from vumi_like.sentry import configure_error_reporting
 
 
 class FakeSentry(BaseHTTPRequestHandler):

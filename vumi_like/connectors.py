@@ -16,17 +16,23 @@ Delivery promises, kept here for every handler:
 * nothing is lost: a body that does not decode, or a handler that raises, sends the
   raw body to the dead-letter queue with headers naming the queue, the error and
   the worker, and only then acks. The connector keeps consuming.
-* ``retry_later`` hands an envelope to the broker to come back on the same queue
-  after a delay, with its attempt counter incremented (``current_attempt()`` reads
-  it inside a handler).
+* a handler that raises ``RetryLater(delay)`` (``vumi_like.retry``) has its delivery
+  handed to the broker, to come back on the same queue after ``delay`` seconds with its
+  attempt number one higher, and the original acked. The body goes back exactly as it
+  was received, so the consuming middlewares see it next time as they did this time.
+  A handler that declares a parameter named ``attempt`` is given that number (0 the
+  first time); nothing about a delivery is found by ambient lookup.
 * ``close`` stops new deliveries, gives in-flight handlers ``shutdown_timeout``
   seconds, then leaves: whatever was not acked goes back to the queue.
 
-Middlewares (``vumi_like.middlewares``): those enabled for this connector and an
-envelope's kind run in config order on every envelope of that kind consumed (after
-decoding, before the handler; one that raises fails the delivery as the handler
-would) and published (before encoding). Which ones apply is worked out once, when
-the connector is created; a connector without any pays nothing per envelope.
+Filters: the worker hands each connector, per kind of envelope, the functions its
+middlewares apply to that kind on this connector (``vumi_like.middlewares``). They run
+in order on every envelope of that kind consumed (after decoding, before the handler;
+one that raises fails the delivery as the handler would) and published (before
+encoding). A connector without any pays nothing per envelope.
+
+Publishing: a publish the broker refuses, or cannot take in time, raises
+``PublishFailed``, so a worker handles a refused publish without knowing the broker.
 
 Concurrency: each consumed queue has ``concurrency`` deliveries in flight at most,
 which is also its prefetch, so the broker never hands us more than we will run.
@@ -35,11 +41,10 @@ Handlers may be plain functions or coroutine functions.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -47,44 +52,48 @@ import trio
 
 from vumi_like.broker import Broker, BrokerError, Delivery
 from vumi_like.broker.base import HEADER_ATTEMPT
-from vumi_like.messages import Event, InvalidEnvelope, Message
+from vumi_like.messages import ENVELOPE_KINDS, EnvelopeKind, Event, InvalidEnvelope, Message
 from vumi_like.metrics import QueueMetrics
-from vumi_like.middlewares.base import ENVELOPE_KINDS, BaseMiddleware, EnvelopeKind
+from vumi_like.retry import RetryLater
 from vumi_like.sentry import report_exception
 
 log = structlog.get_logger(__name__)
 
 E = TypeVar("E", Message, Event)
-Handler = Callable[[E], Awaitable[None] | None]
-# A middleware's bound handle_inbound / handle_outbound / handle_event.
-MiddlewareHandler = Callable[[Any, str], Awaitable[Any]]
-
-# The delivery a handler task is working on, and the id of the envelope decoded from it.
-_current_delivery: contextvars.ContextVar[tuple[Delivery, str] | None] = contextvars.ContextVar(
-    "vumi_like_current_delivery", default=None
-)
+# A handler takes the envelope, and its attempt number if it has a parameter `attempt`.
+Handler = Callable[..., Awaitable[None] | None]
+# A filter (a middleware's bound handle_inbound / handle_outbound / handle_event) takes
+# the envelope and the connector's name and returns the envelope to carry on with.
+EnvelopeFilter = Callable[[Any, str], Awaitable[Any]]
+Filters = Mapping[EnvelopeKind, Sequence[EnvelopeFilter]]
 
 
-def current_attempt() -> int:
-    """Inside a handler: how many times this envelope came back via ``retry_later``."""
-    current = _current_delivery.get()
-    return current[0].attempt if current is not None else 0
+class PublishFailed(BrokerError):
+    """The broker refused a publish, or could not take it in time; nothing was published."""
+
+
+def _wants_attempt(handler: Handler) -> bool:
+    try:
+        return "attempt" in inspect.signature(handler).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 class _Consumer:
-    """One consumed queue: its decoder, middlewares, handler and the scope that stops it."""
+    """One consumed queue: its decoder, filters, handler and the scope that stops it."""
 
     def __init__(
         self,
         queue: str,
         decode: Callable[[bytes], Any],
-        handler: Handler[Any],
-        middlewares: tuple[MiddlewareHandler, ...] = (),
+        handler: Handler,
+        filters: Sequence[EnvelopeFilter] = (),
     ) -> None:
         self.queue = queue
         self.decode = decode
         self.handler = handler
-        self.middlewares = middlewares
+        self.wants_attempt = _wants_attempt(handler)
+        self.filters = tuple(filters)
         self.receive_scope = trio.CancelScope()
         self.metrics: QueueMetrics | None = None
 
@@ -98,21 +107,14 @@ class BaseConnector:
         worker_name: str = "",
         concurrency: int = 20,
         shutdown_timeout: float = 10.0,
-        middlewares: Sequence[BaseMiddleware] = (),
+        filters: Filters | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.broker = broker
         self.name = name
-        self.middlewares = tuple(middlewares)
-        # Per kind of envelope, the handlers of the middlewares enabled for it here.
-        self._middleware_chains: dict[EnvelopeKind, tuple[MiddlewareHandler, ...]] = {
-            kind: tuple(
-                getattr(middleware, f"handle_{kind}")
-                for middleware in self.middlewares
-                if middleware.enabled_for(name, kind)
-            )
-            for kind in ENVELOPE_KINDS
+        self._filters: dict[EnvelopeKind, tuple[EnvelopeFilter, ...]] = {
+            kind: tuple((filters or {}).get(kind, ())) for kind in ENVELOPE_KINDS
         }
         self.worker_name = worker_name or name
         self.concurrency = concurrency
@@ -134,9 +136,12 @@ class BaseConnector:
 
     async def _publish(self, kind: EnvelopeKind, envelope: Message | Event) -> None:
         queue = self._queue(kind)
-        if middlewares := self._middleware_chains[kind]:
-            envelope = await _through_middlewares(middlewares, envelope, self.name)
-        await self.broker.publish(queue, envelope.to_json())
+        if filters := self._filters[kind]:
+            envelope = await _through_filters(filters, envelope, self.name)
+        try:
+            await self.broker.publish(queue, envelope.to_json())
+        except BrokerError as exc:
+            raise PublishFailed(f"publishing to {queue!r} failed: {exc}") from exc
         self.metrics_for(queue).published.inc()
 
     async def _setup(
@@ -203,13 +208,18 @@ class BaseConnector:
             ids = _ids_in_raw(delivery.body)
             await self._dead_letter(delivery, f"invalid envelope: {exc}", metrics, ids)
             return
-        _current_delivery.set((delivery, _envelope_key(envelope)))
         try:
-            if consumer.middlewares:
-                envelope = await _through_middlewares(consumer.middlewares, envelope, self.name)
-            result = consumer.handler(envelope)
+            if consumer.filters:
+                envelope = await _through_filters(consumer.filters, envelope, self.name)
+            if consumer.wants_attempt:
+                result = consumer.handler(envelope, attempt=delivery.attempt)
+            else:
+                result = consumer.handler(envelope)
             if inspect.isawaitable(result):
                 await result
+        except RetryLater as retry:
+            await self._retry_later(delivery, retry, metrics, _envelope_ids(envelope))
+            return
         except Exception as exc:
             metrics.failed.inc()
             log.exception(
@@ -226,6 +236,30 @@ class BaseConnector:
             metrics.handler_seconds.observe(time.perf_counter() - started)
         self.broker.ack(delivery)
 
+    async def _retry_later(
+        self, delivery: Delivery, retry: RetryLater, metrics: QueueMetrics, ids: dict[str, str]
+    ) -> None:
+        """Have the broker hold ``delivery``'s body for ``retry.delay``, then ack it.
+
+        The ack follows the broker's confirm, so a crash in between leaves a duplicate
+        (the retry and the redelivered original), never a loss.
+        """
+        attempt = delivery.attempt + 1
+        where = {"connector": self.name, "queue": delivery.queue, **ids}
+        log.warning(
+            "retrying later", reason=retry.reason, attempt=attempt, delay=retry.delay, **where
+        )
+        try:
+            await self.broker.retry_later(
+                delivery.queue, delivery.body, delay=retry.delay, headers={HEADER_ATTEMPT: attempt}
+            )
+        except BrokerError as exc:
+            # Left unacked: the broker redelivers it once it is reachable again.
+            log.error("scheduling the retry failed", error=str(exc), **where)
+            return
+        metrics.retried.inc()
+        self.broker.ack(delivery)
+
     async def _dead_letter(
         self, delivery: Delivery, error: str, metrics: QueueMetrics, ids: dict[str, str]
     ) -> None:
@@ -238,35 +272,6 @@ class BaseConnector:
             log.error("dead-lettering failed", error=str(exc), **where)
             return
         metrics.dead_lettered.inc()
-
-    async def retry_later(self, envelope: Message | Event, delay: float) -> None:
-        """Have the broker bring ``envelope`` back to this connector after ``delay`` seconds.
-
-        Inside a handler, the envelope returns to the queue it came from with its
-        attempt counter one higher; the handler should then return normally, so its
-        current delivery is acked (the broker already holds the retry). Retrying the
-        envelope being handled sends its body as it was received, so the consuming
-        middlewares see it next time exactly as they saw it this time.
-        """
-        current = _current_delivery.get()
-        body = None
-        if current is not None and current[0].queue.startswith(f"{self.name}."):
-            delivery, key = current
-            queue, attempt = delivery.queue, delivery.attempt + 1
-            if key == _envelope_key(envelope):
-                body = delivery.body
-        else:
-            queue, attempt = self._home_queue(envelope), 1
-        await self.broker.retry_later(
-            queue,
-            body if body is not None else envelope.to_json(),
-            delay=delay,
-            headers={HEADER_ATTEMPT: attempt},
-        )
-        self.metrics_for(queue).retried.inc()
-
-    def _home_queue(self, envelope: Message | Event) -> str:
-        raise NotImplementedError
 
     async def close(self) -> None:
         """Stop new deliveries; wait (bounded) for in-flight handlers; requeue the rest."""
@@ -283,8 +288,8 @@ class ReceiveInboundConnector(BaseConnector):
         self,
         nursery: trio.Nursery,
         *,
-        inbound_handler: Handler[Message],
-        event_handler: Handler[Event],
+        inbound_handler: Handler,
+        event_handler: Handler,
         start: bool = True,
     ) -> None:
         """Declare the queues and (unless ``start=False``) start consuming, in ``nursery``."""
@@ -295,13 +300,13 @@ class ReceiveInboundConnector(BaseConnector):
                     self._queue("inbound"),
                     Message.from_json,
                     inbound_handler,
-                    self._middleware_chains["inbound"],
+                    self._filters["inbound"],
                 ),
                 _Consumer(
                     self._queue("event"),
                     Event.from_json,
                     event_handler,
-                    self._middleware_chains["event"],
+                    self._filters["event"],
                 ),
             ],
             [self._queue("outbound")],
@@ -311,15 +316,12 @@ class ReceiveInboundConnector(BaseConnector):
     async def publish_outbound(self, message: Message) -> None:
         await self._publish("outbound", message)
 
-    def _home_queue(self, envelope: Message | Event) -> str:
-        return self._queue("event" if isinstance(envelope, Event) else "inbound")
-
 
 class ReceiveOutboundConnector(BaseConnector):
     """Consumes ``<name>.outbound``; publishes ``<name>.inbound`` and ``<name>.event``."""
 
     async def setup(
-        self, nursery: trio.Nursery, *, outbound_handler: Handler[Message], start: bool = True
+        self, nursery: trio.Nursery, *, outbound_handler: Handler, start: bool = True
     ) -> None:
         """Declare the queues and (unless ``start=False``) start consuming, in ``nursery``."""
         await self._setup(
@@ -329,7 +331,7 @@ class ReceiveOutboundConnector(BaseConnector):
                     self._queue("outbound"),
                     Message.from_json,
                     outbound_handler,
-                    self._middleware_chains["outbound"],
+                    self._filters["outbound"],
                 )
             ],
             [self._queue("inbound"), self._queue("event")],
@@ -341,15 +343,6 @@ class ReceiveOutboundConnector(BaseConnector):
 
     async def publish_event(self, event: Event) -> None:
         await self._publish("event", event)
-
-    def _home_queue(self, envelope: Message | Event) -> str:
-        if isinstance(envelope, Event):
-            raise TypeError("a ReceiveOutboundConnector consumes no events")
-        return self._queue("outbound")
-
-
-def _envelope_key(envelope: Message | Event) -> str:
-    return envelope.event_id if isinstance(envelope, Event) else envelope.message_id
 
 
 def _ids_in_raw(body: bytes) -> dict[str, str]:
@@ -373,11 +366,11 @@ def _envelope_ids(envelope: Message | Event) -> dict[str, str]:
     return {"message_id": envelope.message_id}
 
 
-async def _through_middlewares(
-    middlewares: tuple[MiddlewareHandler, ...], envelope: Message | Event, connector_name: str
+async def _through_filters(
+    filters: Sequence[EnvelopeFilter], envelope: Message | Event, connector_name: str
 ) -> Message | Event:
-    """``envelope`` as the middleware handlers, in order, leave it."""
-    for handle in middlewares:
+    """``envelope`` as the filters, in order, leave it."""
+    for handle in filters:
         result = await handle(envelope, connector_name)
         # A handler that forgets to return would otherwise fail far from its cause.
         if not isinstance(result, type(envelope)):

@@ -17,6 +17,10 @@ A worker is set up, consumes, optionally serves HTTP, and stops gracefully:
    releases what ``setup()`` took, the middlewares are torn down, and the HTTP
    server shuts down.
 
+Workers import what they need from here (and from ``messages``, ``config``, ``retry``,
+``caches``): the connector types, and ``PublishFailed`` for a publish the broker
+refused. They never reach into ``broker`` or ``connectors``.
+
 Workers never own the broker: ``run_worker`` opens one from the config, or takes the
 one it is given (``vumi-like run`` shares one broker among several workers).
 """
@@ -41,14 +45,25 @@ from vumi_like.config import BaseConfig
 from vumi_like.connectors import (
     BaseConnector,
     Handler,
+    PublishFailed,
     ReceiveInboundConnector,
     ReceiveOutboundConnector,
 )
 from vumi_like.errors import ProblemError, problem_response
-from vumi_like.messages import Event, Message
 from vumi_like.metrics import REGISTRY
-from vumi_like.middlewares import BaseMiddleware, load_middlewares
+from vumi_like.middlewares import BaseMiddleware, filters_for, load_middlewares
 from vumi_like.sentry import report_exception
+
+__all__ = [
+    "BaseWorker",
+    "DuplicateConnectorError",
+    "Handler",
+    "PublishFailed",
+    "ReceiveInboundConnector",
+    "ReceiveOutboundConnector",
+    "run_worker",
+    "serve_http",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +128,8 @@ class BaseWorker:
     async def setup_receive_inbound_connector(
         self,
         connector_name: str,
-        inbound_handler: Handler[Message],
-        event_handler: Handler[Event],
+        inbound_handler: Handler,
+        event_handler: Handler,
     ) -> ReceiveInboundConnector:
         if connector_name in self.receive_inbound_connectors:
             raise DuplicateConnectorError(
@@ -122,7 +137,7 @@ class BaseWorker:
             )
         await self._set_up_middlewares()
         connector = ReceiveInboundConnector(
-            self.broker, connector_name, **self._connector_options()
+            self.broker, connector_name, **self._connector_options(connector_name)
         )
         self.receive_inbound_connectors[connector_name] = connector
         await connector.setup(
@@ -134,7 +149,7 @@ class BaseWorker:
         return connector
 
     async def setup_receive_outbound_connector(
-        self, connector_name: str, outbound_handler: Handler[Message]
+        self, connector_name: str, outbound_handler: Handler
     ) -> ReceiveOutboundConnector:
         if connector_name in self.receive_outbound_connectors:
             raise DuplicateConnectorError(
@@ -142,7 +157,7 @@ class BaseWorker:
             )
         await self._set_up_middlewares()
         connector = ReceiveOutboundConnector(
-            self.broker, connector_name, **self._connector_options()
+            self.broker, connector_name, **self._connector_options(connector_name)
         )
         self.receive_outbound_connectors[connector_name] = connector
         await connector.setup(
@@ -150,12 +165,12 @@ class BaseWorker:
         )
         return connector
 
-    def _connector_options(self) -> dict[str, Any]:
+    def _connector_options(self, connector_name: str) -> dict[str, Any]:
         return {
             "worker_name": self.name,
             "concurrency": self.config.worker_concurrency,
             "shutdown_timeout": self.config.shutdown_timeout,
-            "middlewares": self.middlewares,
+            "filters": filters_for(self.middlewares, connector_name),
         }
 
     async def _set_up_middlewares(self) -> None:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
-import random
 import shutil
 import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,6 @@ from vumi_like.applications.turn_channels_api import (
     SIGNATURE_HEADER,
     TurnChannelsApi,
     TurnChannelsApiConfig,
-    retry_after_seconds,
     signature,
 )
 from vumi_like.broker import Broker
@@ -668,27 +665,15 @@ def test_bad_config_is_a_clear_error(fields: dict[str, Any], expected: str):
     assert SECRET not in str(raised.value)
 
 
-def test_retry_delay_grows_exponentially_within_the_jitter():
+def test_retry_keys_build_the_shared_retry_policy():
     config = minimal_config(retry_delay_base=2, retry_delay_exponent=3, retry_jitter=0.1)
-    app = TurnChannelsApi.__new__(TurnChannelsApi)
-    app.config = config
-    app.random = random.Random(1)
-    for attempt, nominal in enumerate([2, 6, 18]):
-        delay = app.retry_delay(attempt)
-        assert nominal * 0.9 <= delay <= nominal * 1.1
-    assert app.retry_delay(0, retry_after=30) == 30
-    assert app.retry_delay(2, retry_after=1) >= 18 * 0.9
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    now = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
-    assert retry_after_seconds("120", now) == 120
-    assert (
-        retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
+    policy = config.retry_policy()
+    assert (policy.max_retries, policy.delay_base, policy.delay_exponent, policy.jitter) == (
+        3,
+        2,
+        3,
+        0.1,
     )
-    assert retry_after_seconds(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
-    assert retry_after_seconds("soon", now) is None
-    assert retry_after_seconds(None, now) is None
 
 
 async def test_too_large_body_without_content_length_is_a_413_problem(

@@ -27,8 +27,8 @@ from vumi_like.caches import (
     RedisMessageCacheConfig,
     make_message_cache,
 )
-from vumi_like.redaction import redact_text as redact_url
 from vumi_like.messages import Message, SessionEvent
+from vumi_like.redaction import redact_text as redact_url
 
 REDIS_URL = os.environ.get("VUMI_LIKE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 UNREACHABLE_REDIS_URL = "redis://someone:s3cret@127.0.0.1:1/0"

@@ -25,7 +25,12 @@ from vumi_like.config import ConfigError, MiddlewareConfig
 from vumi_like.connectors import ReceiveInboundConnector, ReceiveOutboundConnector
 from vumi_like.logs import configure_logging
 from vumi_like.messages import Event, Message
-from vumi_like.middlewares import BaseMiddleware, BaseMiddlewareConfig, load_middlewares
+from vumi_like.middlewares import (
+    BaseMiddleware,
+    BaseMiddlewareConfig,
+    filters_for,
+    load_middlewares,
+)
 from vumi_like.middlewares.logging import LoggingMiddleware
 
 # -- middlewares for the tests
@@ -269,7 +274,7 @@ async def test_consumed_envelopes_pass_the_enabled_middlewares_in_config_order(
 
     sent = make_message("hi")
     async with trio.open_nursery() as nursery:
-        app = ReceiveInboundConnector(broker, unique, middlewares=middlewares)
+        app = ReceiveInboundConnector(broker, unique, filters=filters_for(middlewares, unique))
         await app.setup(nursery, inbound_handler=record, event_handler=record)
         await broker.publish(f"{unique}.inbound", sent.to_json())
         await broker.publish(f"{unique}.event", Event.ack(sent, "p1").to_json())
@@ -292,7 +297,7 @@ async def test_middleware_that_raises_while_consuming_dead_letters_the_envelope(
     sent = make_message("boom")
     async with trio.open_nursery() as nursery:
         transport = ReceiveOutboundConnector(
-            broker, unique, worker_name="sms", middlewares=middlewares
+            broker, unique, worker_name="sms", filters=filters_for(middlewares, unique)
         )
         await transport.setup(nursery, outbound_handler=handled.append)
         await broker.publish(f"{unique}.outbound", sent.to_json())
@@ -312,7 +317,7 @@ async def test_middleware_that_returns_nothing_dead_letters_the_envelope_saying_
     middlewares = load_middlewares([settings(ForgetsToReturn, [unique], inbound=True)])
     handled: list[Message] = []
     async with trio.open_nursery() as nursery:
-        app = ReceiveInboundConnector(broker, unique, middlewares=middlewares)
+        app = ReceiveInboundConnector(broker, unique, filters=filters_for(middlewares, unique))
         await app.setup(nursery, inbound_handler=handled.append, event_handler=print)
         await broker.publish(f"{unique}.inbound", make_message().to_json())
         [dead] = await receive(broker, broker.dead_letter_queue, 1)
@@ -340,7 +345,9 @@ async def test_published_envelopes_pass_the_enabled_middlewares_in_config_order(
     )
     message = make_message("hi")
     async with trio.open_nursery() as nursery:
-        transport = ReceiveOutboundConnector(broker, unique, middlewares=middlewares)
+        transport = ReceiveOutboundConnector(
+            broker, unique, filters=filters_for(middlewares, unique)
+        )
         await transport.setup(nursery, outbound_handler=print)
         await transport.publish_inbound(message)
         await transport.publish_event(Event.ack(message, "p1"))
@@ -363,7 +370,7 @@ async def test_outbound_published_by_an_application_passes_its_outbound_middlewa
         ]
     )
     async with trio.open_nursery() as nursery:
-        app = ReceiveInboundConnector(broker, unique, middlewares=middlewares)
+        app = ReceiveInboundConnector(broker, unique, filters=filters_for(middlewares, unique))
         await app.setup(nursery, inbound_handler=print, event_handler=print)
         await app.publish_outbound(make_message("hi"))
         [outbound] = await receive(broker, f"{unique}.outbound", 1)
@@ -377,7 +384,9 @@ async def test_middleware_that_raises_while_publishing_raises_and_nothing_is_pub
 ):
     middlewares = load_middlewares([settings(Explode, [unique], inbound=True)])
     async with trio.open_nursery() as nursery:
-        transport = ReceiveOutboundConnector(broker, unique, middlewares=middlewares)
+        transport = ReceiveOutboundConnector(
+            broker, unique, filters=filters_for(middlewares, unique)
+        )
         await transport.setup(nursery, outbound_handler=print)
         with pytest.raises(RuntimeError, match="middleware exploded"):
             await transport.publish_inbound(make_message())

@@ -6,8 +6,8 @@ See ``vumi_like.middlewares.base`` for what a middleware is and when it runs.
 from vumi_like.middlewares.base import (
     BaseMiddleware,
     BaseMiddlewareConfig,
-    EnvelopeKind,
+    filters_for,
     load_middlewares,
 )
 
-__all__ = ["BaseMiddleware", "BaseMiddlewareConfig", "EnvelopeKind", "load_middlewares"]
+__all__ = ["BaseMiddleware", "BaseMiddlewareConfig", "filters_for", "load_middlewares"]

@@ -34,6 +34,7 @@ consumed; ``setup()`` runs once before the worker's first connector exists;
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -43,12 +44,14 @@ from vumi_like.config import ConfigError, ConfigModel, MiddlewareConfig, config_
 from vumi_like.messages import ENVELOPE_KINDS, EnvelopeKind, Event, Message
 
 __all__ = [
-    "ENVELOPE_KINDS",
     "BaseMiddleware",
     "BaseMiddlewareConfig",
-    "EnvelopeKind",
+    "filters_for",
     "load_middlewares",
 ]
+
+# A middleware's bound handle_inbound / handle_outbound / handle_event.
+EnvelopeFilter = Callable[[Any, str], Awaitable[Any]]
 
 
 class BaseMiddlewareConfig(ConfigModel):
@@ -110,6 +113,24 @@ class BaseMiddleware:
 
     async def handle_event(self, event: Event, connector_name: str) -> Event:
         return event
+
+
+def filters_for(
+    middlewares: Sequence[BaseMiddleware], connector_name: str
+) -> dict[EnvelopeKind, tuple[EnvelopeFilter, ...]]:
+    """Per kind of envelope, the handlers of ``middlewares`` enabled for it on
+    ``connector_name``, in order: what a connector is given to apply.
+
+    Worked out once, when the connector is created, not per envelope.
+    """
+    return {
+        kind: tuple(
+            getattr(middleware, f"handle_{kind}")
+            for middleware in middlewares
+            if middleware.enabled_for(connector_name, kind)
+        )
+        for kind in ENVELOPE_KINDS
+    }
 
 
 def load_middlewares(configs: list[MiddlewareConfig]) -> list[BaseMiddleware]:

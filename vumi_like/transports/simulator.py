@@ -14,7 +14,6 @@ and which does not matter for what it is for.
 
 from __future__ import annotations
 
-import json
 import random
 
 import trio
@@ -24,6 +23,7 @@ from quart import request
 from vumi_like.config import BaseConfig
 from vumi_like.errors import ProblemError
 from vumi_like.messages import DeliveryStatus, Event, Message, SessionEvent
+from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker
 
 
@@ -107,16 +107,7 @@ class SimulatorTransport(BaseWorker):
         try:
             body = InboundRequest.model_validate_json(raw)
         except ValidationError as exc:
-            raise ProblemError(400, _describe(exc), code="invalid_body") from None
+            detail = describe_validation_error(exc, subject="the body")
+            raise ProblemError(400, detail, code="invalid_body") from None
         message = await self.publish_inbound(body)
         return {"message_id": message.message_id}, 200
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        if error["type"] == "json_invalid":
-            return "the body is not valid JSON"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts) or json.dumps(exc.errors(include_url=False))
