@@ -154,13 +154,13 @@ class RunningCli:
 
 
 @asynccontextmanager
-async def running(*args: str) -> AsyncIterator[RunningCli]:
-    """Start ``vumi-like ARGS``; it is killed on leaving if still running."""
+async def running(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[RunningCli]:
+    """Start ``vumi-like ARGS`` (with ``env`` added); it is killed on leaving if still running."""
     process = await trio.lowlevel.open_process(
         command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=cli_environment(),
+        env={**cli_environment(), **(env or {})},
     )
     cli = RunningCli(process)
     async with trio.open_nursery() as nursery:

@@ -20,11 +20,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import trio
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vumi_like import dlq
 from vumi_like.broker import BrokerError, open_broker
@@ -35,6 +36,7 @@ from vumi_like.config import (
     add_config_arguments,
     cli_overrides,
     config_from_data,
+    config_from_file,
     load_config,
 )
 from vumi_like.logs import LogLevel, configure_logging
@@ -136,11 +138,22 @@ def cmd_worker(argv: Sequence[str]) -> None:
 
 
 class PipelineWorker(BaseModel):
+    """One worker of a pipeline: its config inline (``config``), or in a file of its own
+    (``config_file``, relative to the pipeline's folder), as ``vumi-like worker`` (and
+    vumi2) would read it."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str
     class_path: str = Field(alias="class")
     config: dict[str, Any] = Field(default_factory=dict)
+    config_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PipelineWorker:
+        if self.config and self.config_file is not None:
+            raise ValueError(f"worker {self.name!r}: give config or config_file, not both")
+        return self
 
 
 class Pipeline(BaseModel):
@@ -180,14 +193,19 @@ def load_pipeline(
     for worker in pipeline.workers:
         cls = load_worker_class(worker.class_path)
         # A worker in a pipeline shares the pipeline's broker; its own amqp keys are unused.
-        data = {
-            "amqp_url": pipeline.amqp_url if pipeline.amqp_url.startswith("amqp") else "",
-            **worker.config,
-        }
+        amqp_url = pipeline.amqp_url if pipeline.amqp_url.startswith("amqp") else ""
         try:
-            config = config_from_data(
-                cls.config_class, data, source=f"{path} (worker {worker.name!r})"
-            )
+            if worker.config_file is not None:
+                config_file = Path(path).parent / worker.config_file
+                config = config_from_file(
+                    cls.config_class, str(config_file), overrides={"amqp_url": amqp_url}
+                )
+            else:
+                config = config_from_data(
+                    cls.config_class,
+                    {"amqp_url": amqp_url, **worker.config},
+                    source=f"{path} (worker {worker.name!r})",
+                )
         except ConfigError as exc:
             raise CliError(str(exc).removeprefix("config error: ")) from None
         resolved.append((worker, cls, config))

@@ -44,7 +44,11 @@ def names(unique: str) -> Names:
 def router_config(names: Names, **fields: Any) -> ToAddressRouterConfig:
     data: dict[str, Any] = {
         "transport_names": [names.transport],
-        "to_address_mappings": {names.app_a: r"^1234", names.app_b: r"^12"},
+        # vumi2's documented form: a list of {name, pattern}, tried in order.
+        "to_address_mappings": [
+            {"name": names.app_a, "pattern": r"^1234"},
+            {"name": names.app_b, "pattern": r"^12"},
+        ],
         **fields,
     }
     return config_from_data(ToAddressRouterConfig, data, source="test")
@@ -107,6 +111,55 @@ async def test_inbound_goes_to_first_matching_pattern_in_config_order_else_defau
     assert Message.from_json(at_a.body).message_id == to_a.message_id
     assert Message.from_json(at_b.body).message_id == to_b.message_id
     assert Message.from_json(at_default.body).message_id == to_default.message_id
+
+
+async def test_list_order_decides_which_of_two_matching_apps_gets_the_inbound(
+    broker: Broker, names: Names
+):
+    config = router_config(
+        names,
+        to_address_mappings=[
+            {"name": names.app_b, "pattern": r"^12"},
+            {"name": names.app_a, "pattern": r"^1234"},
+        ],
+    )
+    message = inbound(names, "1234")
+    with trio.fail_after(10):
+        async with running_worker(ToAddressRouter, config, broker):
+            await broker.publish(f"{names.transport}.inbound", message.to_json())
+            [at_b] = await receive(broker, f"{names.app_b}.inbound", 1)
+            assert await nothing_arrives(broker, f"{names.app_a}.inbound", within=0.2)
+    assert Message.from_json(at_b.body).message_id == message.message_id
+
+
+def test_mapping_shorthand_is_the_list_in_the_order_written(names: Names):
+    shorthand = router_config(
+        names, to_address_mappings={names.app_b: r"^12", names.app_a: r"^1234"}
+    )
+    listed = router_config(
+        names,
+        to_address_mappings=[
+            {"name": names.app_b, "pattern": r"^12"},
+            {"name": names.app_a, "pattern": r"^1234"},
+        ],
+    )
+    assert shorthand.to_address_mappings == listed.to_address_mappings
+    assert shorthand.app_names() == [names.app_b, names.app_a]
+
+
+@pytest.mark.parametrize(
+    ("mappings", "expected"),
+    [
+        ([{"name": "a"}], "to_address_mappings.0.pattern: is required"),
+        ([{"name": "a", "pattern": "x", "colour": "red"}], "unknown key"),
+        ("app: .*", "to_address_mappings"),
+    ],
+)
+def test_malformed_mapping_entry_is_a_clear_config_error(
+    names: Names, mappings: Any, expected: str
+):
+    with pytest.raises(ConfigError, match=expected):
+        router_config(names, to_address_mappings=mappings)
 
 
 async def test_inbound_no_pattern_matches_without_default_app_goes_to_dead_letter(
@@ -178,7 +231,7 @@ async def test_replicas_sharing_a_redis_cache_route_each_others_events(
 
 def test_bad_regex_in_to_address_mappings_is_a_clear_config_error(names: Names):
     with pytest.raises(ConfigError) as raised:
-        router_config(names, to_address_mappings={names.app_a: "^(1234"})
+        router_config(names, to_address_mappings=[{"name": names.app_a, "pattern": "^(1234"}])
     message = str(raised.value)
     assert "to_address_mappings" in message
     assert names.app_a in message

@@ -14,6 +14,7 @@ from vumi_like.config.loader import (
     add_config_arguments,
     cli_overrides,
     config_from_data,
+    config_from_file,
     load_config,
 )
 from vumi_like.config.models import (
@@ -36,6 +37,7 @@ __all__ = [
     "add_config_arguments",
     "cli_overrides",
     "config_from_data",
+    "config_from_file",
     "describe_config",
     "load_config",
 ]

@@ -66,6 +66,7 @@ __all__ = [
     "add_config_arguments",
     "cli_overrides",
     "config_from_data",
+    "config_from_file",
     "load_config",
 ]
 
@@ -283,6 +284,19 @@ def config_from_data(config_cls: type[C], data: Mapping[str, Any], *, source: st
     origins = {key_path: _Source("file", source) for key_path in _walk_paths(data)}
     origins[()] = _Source("file", source)
     return _validate(config_cls, _copy_dicts(data), origins, env_prefix=None)
+
+
+def config_from_file(
+    config_cls: type[C], path: str, *, overrides: Mapping[str, Any] | None = None
+) -> C:
+    """Validate the YAML file at ``path`` as ``config_cls``, with ``overrides`` on top.
+
+    For a config file named somewhere other than the usual places, such as a worker's
+    ``config_file`` in a ``vumi-like run`` pipeline; the environment plays no part.
+    """
+    layer = _file_layer(path, named_by_env=False)
+    data = _merge(layer.data, overrides or {}, config_cls)
+    return _validate(config_cls, data, layer.origins, env_prefix=None)
 
 
 def _validate(

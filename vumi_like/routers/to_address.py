@@ -4,8 +4,8 @@
   names (``<transport_name>.outbound``). The router remembers which application sent
   it, in the message cache, so that the transport's events can find their way back.
 * Inbound from a transport goes to the first application whose pattern matches the
-  message's ``to_addr`` (``re.match``, in configuration order), else to
-  ``default_app``.
+  message's ``to_addr`` (``re.match``, in the order of ``to_address_mappings``), else
+  to ``default_app``.
 * Events go to the application that sent the outbound they are about.
 
 Where vumi2's router drops an envelope with a log line, this one raises, so the
@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from vumi_like.caches import MessageCache, MessageCacheSettings
-from vumi_like.config import BaseConfig
+from vumi_like.config import BaseConfig, ConfigModel
 from vumi_like.messages import Event, Message
 from vumi_like.worker import BaseWorker
 
@@ -34,36 +34,50 @@ class RoutingError(Exception):
     """The router has nowhere to send an envelope; it is dead-lettered with this reason."""
 
 
+class ToAddressMapping(ConfigModel):
+    """One entry of ``to_address_mappings``: an application and the addresses it takes."""
+
+    name: str = Field(description="Application connector name")
+    pattern: str = Field(description="Regular expression matched (re.match) against to_addr")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> ToAddressMapping:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"pattern for {self.name!r} is not a regular expression: {exc}"
+            ) from None
+        return self
+
+
 class ToAddressRouterConfig(BaseConfig, MessageCacheSettings):
     transport_names: list[str] = Field(
         default_factory=list, description="Transport connectors the router feeds and listens to"
     )
-    to_address_mappings: dict[str, str] = Field(
-        default_factory=dict,
-        description="Application connector name -> regular expression matched against to_addr",
+    to_address_mappings: list[ToAddressMapping] = Field(
+        default_factory=list,
+        description="Applications and their to_addr patterns, tried in order, first match "
+        "wins: a list of {name, pattern} (vumi2's form), or a mapping name -> pattern",
     )
     default_app: str | None = Field(
         default=None, description="Application connector for inbound no pattern matches"
     )
 
-    @field_validator("to_address_mappings")
+    @field_validator("to_address_mappings", mode="before")
     @classmethod
-    def _patterns_compile(cls, mappings: dict[str, str]) -> dict[str, str]:
-        for name, pattern in mappings.items():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(
-                    f"pattern for {name!r} is not a regular expression: {exc}"
-                ) from None
-        return mappings
+    def _mapping_shorthand(cls, value: Any) -> Any:
+        # {app: pattern, ...} is read as the list of its items, in the order written.
+        if isinstance(value, dict):
+            return [{"name": name, "pattern": pattern} for name, pattern in value.items()]
+        return value
 
-    @model_validator(mode="after")
-    def _default_app_is_an_app(self) -> ToAddressRouterConfig:
-        if self.default_app is not None and self.default_app not in self.to_address_mappings:
-            # The default app needs a connector too; give it one that matches nothing.
-            self.to_address_mappings = {**self.to_address_mappings, self.default_app: r"(?!)"}
-        return self
+    def app_names(self) -> list[str]:
+        """Every application connector, each once, in config order, ``default_app`` last."""
+        names = [mapping.name for mapping in self.to_address_mappings]
+        if self.default_app is not None:
+            names.append(self.default_app)
+        return list(dict.fromkeys(names))
 
 
 class ToAddressRouter(BaseWorker):
@@ -74,10 +88,10 @@ class ToAddressRouter(BaseWorker):
         self.message_cache: MessageCache = self.config.make_message_cache()
         await self.message_cache.open()
         self.mappings = [
-            (name, re.compile(pattern))
-            for name, pattern in self.config.to_address_mappings.items()
+            (mapping.name, re.compile(mapping.pattern))
+            for mapping in self.config.to_address_mappings
         ]
-        for name in self.config.to_address_mappings:
+        for name in self.config.app_names():
             await self.setup_receive_outbound_connector(name, self._outbound_handler(name))
         for name in self.config.transport_names:
             await self.setup_receive_inbound_connector(
