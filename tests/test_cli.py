@@ -291,8 +291,7 @@ async def test_worker_with_a_bad_flag_value_names_the_key():
 async def test_worker_with_unreachable_rabbitmq_is_one_line_without_the_password(
     broker_args: list[str],
 ):
-    # A refused connection fails at once; a black-holed host would take the broker's
-    # 10 s connect timeout, which no config key shortens.
+    # A refused connection fails at once; a silent one takes amqp.connect_timeout.
     started = trio.current_time()
     result = await vumi_like("worker", ECHO, "--connector-name", "x", *broker_args, within=20)
 
@@ -301,6 +300,37 @@ async def test_worker_with_unreachable_rabbitmq_is_one_line_without_the_password
     assert "127.0.0.1:1" in line
     assert SECRET not in result.stderr.decode() + result.stdout.decode()
     assert trio.current_time() - started < 15
+
+
+async def test_amqp_connect_timeout_from_the_config_bounds_a_silent_broker():
+    # Accepts the TCP connection and never speaks AMQP.
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, _silently_hold, listeners)
+        started = trio.current_time()
+        result = await vumi_like(
+            "worker",
+            ECHO,
+            "--connector-name",
+            "x",
+            "--amqp-url",
+            f"amqp://guest:guest@127.0.0.1:{port}/",
+            "--amqp-connect-timeout",
+            "1.5",
+            within=20,
+        )
+        took = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    line = user_error(result, logs=True)
+    assert "cannot connect" in line
+    assert f"127.0.0.1:{port}" in line
+    assert took < 8  # 1.5 s, plus starting Python; the default would be 10 s
+
+
+async def _silently_hold(stream: trio.SocketStream) -> None:
+    async with stream:
+        await trio.sleep_forever()
 
 
 async def test_worker_with_unreachable_redis_is_one_line_naming_the_cache():

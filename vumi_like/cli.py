@@ -32,6 +32,7 @@ from vumi_like.broker import BrokerError, open_broker
 from vumi_like.caches import CacheError
 from vumi_like.class_paths import ClassPathError, resolve_class
 from vumi_like.config import (
+    AmqpTimeouts,
     ConfigError,
     add_config_arguments,
     cli_overrides,
@@ -160,6 +161,8 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amqp_url: str = "memory://"
+    # The shared broker's timeouts; RabbitMQ only. Workers' own amqp keys are unused.
+    amqp: AmqpTimeouts = AmqpTimeouts()
     log_level: LogLevel = "INFO"
     workers: list[PipelineWorker]
 
@@ -231,7 +234,8 @@ def cmd_run(argv: Sequence[str]) -> None:
 
     async def main() -> None:
         stop = trio.Event()
-        async with open_broker(pipeline.amqp_url) as broker, trio.open_nursery() as nursery:
+        broker_cm = open_broker(pipeline.amqp_url, **pipeline.amqp.broker_options())
+        async with broker_cm as broker, trio.open_nursery() as nursery:
             await nursery.start(_until_signalled, stop)
             async with trio.open_nursery() as running:
                 for spec, cls, config in workers:

@@ -310,5 +310,5 @@ async def run_worker(
 
 @contextlib.asynccontextmanager
 async def _open_config_broker(config: BaseConfig) -> AsyncIterator[Broker]:
-    async with open_broker(config.broker_url()) as broker:
+    async with open_broker(config.broker_url(), **config.broker_options()) as broker:
         yield broker

@@ -19,6 +19,7 @@ from vumi_like.config.loader import (
 )
 from vumi_like.config.models import (
     AmqpConfig,
+    AmqpTimeouts,
     BaseConfig,
     ConfigError,
     ConfigModel,
@@ -29,6 +30,7 @@ __all__ = [
     "ENV_CONFIG_FILE",
     "ENV_CONFIG_PREFIX",
     "AmqpConfig",
+    "AmqpTimeouts",
     "BaseConfig",
     "ConfigError",
     "ConfigField",

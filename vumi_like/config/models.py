@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from vumi_like.logs import LogLevel
 from vumi_like.redaction import redact
 
-__all__ = ["AmqpConfig", "BaseConfig", "ConfigError", "ConfigModel", "MiddlewareConfig"]
+__all__ = [
+    "AmqpConfig",
+    "AmqpTimeouts",
+    "BaseConfig",
+    "ConfigError",
+    "ConfigModel",
+    "MiddlewareConfig",
+]
 
 
 class ConfigError(Exception):
@@ -58,9 +65,35 @@ def _redact_for_repr(name: str | None, value: Any) -> Any:
     return redact({name: value})[name] if name is not None else redact(value)
 
 
-class AmqpConfig(ConfigModel):
-    """Where RabbitMQ is, as separate parts (``BaseConfig.amqp_url`` wins when set)."""
+class AmqpTimeouts(ConfigModel):
+    """How long the broker connection waits for things, in seconds (not vumi2 keys)."""
 
+    connect_timeout: float = Field(
+        default=10, gt=0, description="Seconds allowed to connect to RabbitMQ at start-up."
+    )
+    publish_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds a publish may wait for its confirm, a reconnect included.",
+    )
+    reconnect_interval: float = Field(
+        default=1, gt=0, description="Seconds before the first reconnect attempt."
+    )
+    max_reconnect_interval: float = Field(
+        default=30,
+        gt=0,
+        description="Longest wait between reconnect attempts; the wait grows with the outage.",
+    )
+    close_timeout: float = Field(
+        default=10, gt=0, description="Seconds allowed to close the connection when stopping."
+    )
+
+    def broker_options(self) -> dict[str, float]:
+        """The timeouts, as ``open_broker`` takes them."""
+        return {name: getattr(self, name) for name in AmqpTimeouts.model_fields}
+
+
+class _AmqpAddress(ConfigModel):
     hostname: str = Field(default="127.0.0.1", description="Host name or IP address of RabbitMQ.")
     port: int = Field(default=5672, ge=1, le=65535, description="AMQP port of RabbitMQ.")
     username: str = Field(default="guest", description="User to log in to RabbitMQ as.")
@@ -75,6 +108,13 @@ class AmqpConfig(ConfigModel):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # a bare IPv6 address
         return f"amqp://{username}:{password}@{host}:{self.port}/{quote(self.vhost, safe='')}"
+
+
+# Bases in this order so that the address keys come first (pydantic lists the fields of
+# the last base first), as vumi2 documents them.
+class AmqpConfig(AmqpTimeouts, _AmqpAddress):
+    """Where RabbitMQ is, as separate parts (``BaseConfig.amqp_url`` wins when set), and
+    the connection's timeouts (which apply with ``amqp_url`` too)."""
 
 
 class MiddlewareConfig(ConfigModel):
@@ -117,7 +157,9 @@ class MiddlewareConfig(ConfigModel):
 class BaseConfig(ConfigModel):
     """Settings every worker has. A worker's config subclasses this."""
 
-    amqp: AmqpConfig = Field(default=AmqpConfig(), description="RabbitMQ, as parts.")
+    amqp: AmqpConfig = Field(
+        default=AmqpConfig(), description="RabbitMQ, as parts, and the connection's timeouts."
+    )
     amqp_url: str = Field(
         default="",
         description="Broker URL (amqp://user:pass@host:port/vhost, or memory://); "
@@ -143,6 +185,10 @@ class BaseConfig(ConfigModel):
     shutdown_timeout: float = Field(
         default=10.0, ge=0, description="Seconds in-flight handlers get to finish when stopping."
     )
+
+    def broker_options(self) -> dict[str, float]:
+        """The broker connection's timeouts (``amqp.*_timeout``, ``amqp.*_interval``)."""
+        return self.amqp.broker_options()
 
     def broker_url(self) -> str:
         """``amqp_url`` when set, else the URL built from ``amqp``. Holds the password."""
