@@ -31,7 +31,10 @@ __all__ = [
 async def open_broker(url: str, **options: object) -> AsyncIterator[Broker]:
     """Open the broker named by ``url``: ``memory://`` or ``amqp://user:pass@host:port/vhost``.
 
-    ``options`` go to the implementation (``connect_timeout``, ``publish_timeout``...).
+    ``options`` go to the implementation: ``dead_letter_queue`` to both, and RabbitMQ's
+    timeouts (``connect_timeout``, ``publish_timeout``, ``reconnect_interval``,
+    ``max_reconnect_interval``, ``close_timeout``; see ``RabbitMQBroker``) to RabbitMQ
+    only.
     """
     if url.startswith("memory://"):
         from vumi_like.broker.memory import open_memory_broker

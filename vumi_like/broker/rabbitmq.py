@@ -177,6 +177,15 @@ _PUBLISH, _ACK, _REQUEUE, _CALL = range(4)
 
 
 class RabbitMQBroker(Broker):
+    """The ``Broker`` on RabbitMQ; open it with ``open_rabbitmq_broker`` (or ``open_broker``).
+
+    Every wait it makes has a deadline set here, in seconds: ``connect_timeout`` for
+    the first connection, ``publish_timeout`` for a publish that waits out an outage,
+    ``reconnect_interval`` and ``max_reconnect_interval`` for the growing wait between
+    reconnect attempts, ``close_timeout`` for the clean close in ``aclose`` (after it,
+    the I/O thread is stopped anyway and RabbitMQ requeues what was not acked).
+    """
+
     def __init__(
         self,
         url: str,
@@ -186,6 +195,7 @@ class RabbitMQBroker(Broker):
         publish_timeout: float = 30.0,
         reconnect_interval: float = 1.0,
         max_reconnect_interval: float = 30.0,
+        close_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.dead_letter_queue = dead_letter_queue
@@ -193,6 +203,7 @@ class RabbitMQBroker(Broker):
         self.publish_timeout = publish_timeout
         self.reconnect_interval = reconnect_interval
         self.max_reconnect_interval = max_reconnect_interval
+        self.close_timeout = close_timeout
         self._connected = False
         self._closed = False
         self._closing = False  # set in the I/O thread when aclose begins
@@ -328,7 +339,7 @@ class RabbitMQBroker(Broker):
         if self._closed:
             return
         try:
-            with trio.move_on_after(10):
+            with trio.move_on_after(self.close_timeout):
                 await self._call(self._io_close)
         finally:
             self._closed = True
