@@ -269,7 +269,9 @@ def cmd_dlq(argv: Sequence[str]) -> None:
     configure_logging("WARNING")
 
     async def main() -> None:
-        async with open_broker(args.amqp_url, dead_letter_queue=args.queue) as broker:
+        from vumi_like.broker import open_inspector
+
+        async with open_inspector(args.amqp_url, dead_letter_queue=args.queue) as broker:
             if args.action == "list":
                 letters = await dlq.list_letters(broker, args.queue, limit=args.limit)
                 for letter in letters:

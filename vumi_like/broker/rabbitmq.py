@@ -66,8 +66,8 @@ from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     DELAY_PREFIX,
     EXCHANGE,
-    Broker,
     BrokerError,
+    BrokerInspector,
     Delivery,
     Headers,
     PublishError,
@@ -176,8 +176,8 @@ class _BackoffConnection(aio_pika.RobustConnection):
 _PUBLISH, _ACK, _REQUEUE, _CALL = range(4)
 
 
-class RabbitMQBroker(Broker):
-    """The ``Broker`` on RabbitMQ; open it with ``open_rabbitmq_broker`` (or ``open_broker``).
+class RabbitMQBroker(BrokerInspector):
+    """The broker, and the inspector, on RabbitMQ: open it with ``open_rabbitmq_broker``.
 
     Every wait it makes has a deadline set here, in seconds: ``connect_timeout`` for
     the first connection, ``publish_timeout`` for a publish that waits out an outage,
