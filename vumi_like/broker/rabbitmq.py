@@ -29,12 +29,10 @@ for the socket to drain. A delivery remembers the aiormq channel it came on; aft
 reconnect that channel is closed and its delivery tags are void, so the ack is
 dropped and RabbitMQ redelivers the message (handlers must tolerate duplicates).
 
-Reconnection is aio-pika's robust connection: it re-declares the exchange, queues
-and bindings declared through it and re-registers consumers. The wait between
-attempts grows while the broker stays away (``_BackoffConnection``), so a fleet of
-workers does not hammer a RabbitMQ that is slow to come back. ``connected`` follows
-its close/reconnect callbacks, and a publish issued while disconnected waits for the
-reconnect (up to ``publish_timeout``) instead of failing at once.
+Reconnection is aio-pika's robust connection, with a wait between attempts that
+grows with the outage (``reconnect.py``). ``connected`` follows its close/reconnect
+callbacks, and a publish issued while disconnected waits for the reconnect (up to
+``publish_timeout``) instead of failing at once.
 
 Shutdown: consumers are cancelled and their channels closed by the subscription
 contexts (RabbitMQ requeues what was not acked), then the connection closes, the
@@ -74,19 +72,10 @@ from vumi_like.broker.base import (
     Subscription,
     delay_bucket_ms,
 )
+from vumi_like.broker.reconnect import CONNECT_ERRORS, CONNECTION_ERRORS, BackoffConnection
 from vumi_like.logs import redact_text
 
 log = structlog.get_logger(__name__)
-
-# Errors that mean "the channel or connection went away": wait for the reconnect.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-)
-# ... and, when connecting, that the broker cannot be reached at all.
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError, *_CONNECTION_ERRORS)
 
 
 async def _aiormq_channel(channel: AbstractRobustChannel) -> aiormq.Channel:
@@ -136,40 +125,6 @@ class _RabbitSubscription(Subscription):
                     f"the broker closed under the consumer of {self.queue!r}"
                 ) from None
             raise StopAsyncIteration from None
-
-
-class _BackoffConnection(aio_pika.RobustConnection):
-    """A robust connection whose wait between reconnect attempts grows with the outage.
-
-    aio-pika sleeps ``reconnect_interval`` after each failed attempt, reading the
-    attribute every time; here it reads as half of how long the connection has been
-    down, kept between the configured interval and ``max_reconnect_interval``. So each
-    wait is about 1.5 times the one before, and back to the base once connected.
-    """
-
-    max_reconnect_interval = 30.0
-    _base_interval = 1.0
-    _down_since: float | None = None
-
-    @property
-    def reconnect_interval(self) -> float:
-        if self._down_since is None:
-            return self._base_interval
-        down_for = asyncio.get_running_loop().time() - self._down_since
-        return max(self._base_interval, min(self.max_reconnect_interval, down_for / 2))
-
-    @reconnect_interval.setter
-    def reconnect_interval(self, value: float) -> None:
-        self._base_interval = value
-
-    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
-        if self._down_since is None and not self.close_called:  # not our own close
-            self._down_since = asyncio.get_running_loop().time()
-        await super()._on_connection_close(closing)
-
-    async def _on_connected(self) -> None:
-        await super()._on_connected()
-        self._down_since = None
 
 
 # Request kinds sent to the I/O thread. Tuples, not objects: this is the hot path.
@@ -481,7 +436,7 @@ class RabbitMQBroker(BrokerInspector):
                     await channel.basic_ack(frame.delivery_tag, wait=False)
                 else:
                     await channel.basic_nack(frame.delivery_tag, requeue=True, wait=False)
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 return
 
     async def _io_connect(self) -> None:
@@ -491,15 +446,15 @@ class RabbitMQBroker(BrokerInspector):
                 aio_pika.connect_robust(
                     self.url,
                     reconnect_interval=self.reconnect_interval,
-                    connection_class=_BackoffConnection,
+                    connection_class=BackoffConnection,
                 ),
                 timeout=self.connect_timeout,
             )
-        except _CONNECT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             raise BrokerError(
                 f"cannot connect to {redact_text(self.url)}: {exc or type(exc).__name__}"
             ) from None
-        assert isinstance(self._connection, _BackoffConnection)
+        assert isinstance(self._connection, BackoffConnection)
         self._connection.max_reconnect_interval = self.max_reconnect_interval
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
@@ -658,7 +613,7 @@ class RabbitMQBroker(BrokerInspector):
                     raise _unroutable(exchange, routing_key) from None
                 except aiormq.exceptions.DeliveryError:
                     raise _refused(routing_key) from None
-                except _CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS as exc:
                     await self._wait_reconnect(deadline, exc)
                     continue
                 if isinstance(confirm, spec.Basic.Nack):
