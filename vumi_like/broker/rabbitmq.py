@@ -21,13 +21,14 @@ new drain (at worst an empty one).
 
 Publishing goes straight to the aiormq channel under aio-pika's robust channel, so
 confirms are pipelined (each publish waits only for its own confirm; thousands can
-be in flight) and the per-publish cost is one frame write plus one future.
+be in flight), and a pass's publishes, acks and requeues are written as one socket
+write per channel (``aiormq_internals.py``: the only code that touches aiormq's
+internals, checked at import). When that fast path steps aside, a task publishes
+with aiormq's ``basic_publish`` and waits out a reconnect.
 
-Acks: handlers finish out of order, so ``multiple=True`` would only be safe for a
-contiguous finished prefix; we send single acks, many per I/O pass, without waiting
-for the socket to drain. A delivery remembers the aiormq channel it came on; after a
-reconnect that channel is closed and its delivery tags are void, so the ack is
-dropped and RabbitMQ redelivers the message (handlers must tolerate duplicates).
+Acks: a delivery remembers the aiormq channel it came on; after a reconnect that
+channel is closed and its delivery tags are void, so the ack is dropped and RabbitMQ
+redelivers the message (handlers must tolerate duplicates).
 
 Reconnection is aio-pika's robust connection, with a wait between attempts that
 grows with the outage (``reconnect.py``). ``connected`` follows its close/reconnect
@@ -46,7 +47,6 @@ import asyncio
 import contextlib
 import math
 import threading
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -57,9 +57,8 @@ import structlog
 import trio
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
-from aiormq.abc import ChannelFrame
-from pamqp.header import ContentHeader
 
+from vumi_like.broker.aiormq_internals import Batch
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     DELAY_PREFIX,
@@ -341,67 +340,30 @@ class RabbitMQBroker(BrokerInspector):
     def _drain_to_io(self) -> None:
         self._io_wake_pending = False
         queue = self._to_io
-        settles: list[tuple[Any, bool]] = []
-        # The pass's fast-path publishes, written as one entry: one socket write
-        # for the lot instead of one per message.
-        frames: list[Any] = []
+        batch = Batch()
         try:
             while queue:
                 request = queue.popleft()
                 kind = request[0]
                 if kind == _PUBLISH:
-                    self._io_publish_now(request, frames)
+                    self._io_publish_now(request, batch)
                 elif kind == _ACK:
-                    settles.append((request[1], True))
+                    batch.settle(request[1], True)
                 elif kind == _REQUEUE:
-                    settles.append((request[1], False))
+                    batch.settle(request[1], False)
                 else:
                     _, fn, args, pending = request
                     # What came before a call goes before it (a consumer's channel close).
-                    self._io_flush(frames, settles)
-                    frames, settles = [], []
+                    self._io_write(batch)
                     self._spawn(self._io_run_call(fn, args, pending))
-            self._io_flush(frames, settles)
+            self._io_write(batch)
         except BaseException as exc:  # pragma: no cover - a bug in this module
             self._fail(exc)
 
-    def _io_flush(self, frames: list[Any], settles: list[tuple[Any, bool]]) -> None:
-        """Queue ``frames`` (publishes) and the acks and requeues in ``settles`` for the
-        writer: one entry per channel, so one socket write for many messages."""
-        if frames:
-            channel = self._publish_channel
-            assert channel is not None  # the frames were built on it in this pass
-            channel.write_queue.put_nowait(
-                ChannelFrame.marshall(
-                    frames=frames, channel_number=channel.number, drain_future=None
-                )
-            )
-        by_channel: dict[aiormq.Channel, list[Any]] = {}
-        for (channel, delivery_tag), ack in settles:
-            frame: spec.Basic.Ack | spec.Basic.Nack
-            if ack:
-                frame = spec.Basic.Ack(delivery_tag=delivery_tag)
-            else:
-                frame = spec.Basic.Nack(delivery_tag=delivery_tag, requeue=True)
-            by_channel.setdefault(channel, []).append(frame)
-        for channel, channel_frames in by_channel.items():
-            closing = getattr(channel, "_Channel__close_event", None)
-            if (
-                channel.is_closed
-                or closing is None
-                or closing.is_set()
-                or channel.write_queue.full()
-            ):
-                # Closed or closing: aiormq's calls drop them; the tags are void after
-                # a reconnect and RabbitMQ redelivers. Full: the socket is behind, and
-                # aiormq's own calls wait for room.
-                self._spawn(self._io_settle(channel, channel_frames))
-                continue
-            channel.write_queue.put_nowait(
-                ChannelFrame.marshall(
-                    frames=channel_frames, channel_number=channel.number, drain_future=None
-                )
-            )
+    def _io_write(self, batch: Batch) -> None:
+        """Write the pass's batch; acks and requeues it cannot write take aiormq's calls."""
+        for channel, frames in batch.write():
+            self._spawn(self._io_settle(channel, frames))
 
     def _fail(self, exc: BaseException) -> None:
         log.error("amqp I/O thread failed", error=repr(exc))
@@ -426,8 +388,10 @@ class RabbitMQBroker(BrokerInspector):
         else:
             self._to_trio_soon(pending.settle, (result, None))
 
-    async def _io_settle(self, channel: aiormq.Channel, frames: list[Any]) -> None:
-        """The slow path of ``_io_flush``'s acks and requeues: aiormq's own calls."""
+    async def _io_settle(
+        self, channel: aiormq.Channel, frames: list[spec.Basic.Ack | spec.Basic.Nack]
+    ) -> None:
+        """The slow path of a batch's acks and requeues: aiormq's own calls."""
         for frame in frames:
             if channel.is_closed:
                 return  # void after a reconnect: RabbitMQ redelivers
@@ -515,54 +479,12 @@ class RabbitMQBroker(BrokerInspector):
         self._declared.add(name)
         return name
 
-    def _io_publish_now(self, request: tuple[Any, ...], frames: list[Any]) -> None:
-        """Add one publish's frames to ``frames``, for ``_io_flush`` to write this pass.
-
-        This is aiormq's ``basic_publish`` without what a pipelined publisher does not
-        need per message: a task, a timeout scope, the lock round trip, a drain
-        future. It keeps aiormq's bookkeeping exactly (next delivery tag, the
-        confirmation future in ``confirmations``, ``message_id`` for returns). The
-        pass's publishes go out in one ``write_queue`` entry, in tag order, and nothing
-        else writes on the channel between this call and that flush (the pass is
-        synchronous), so frame order and tag order stay in step. Anything unusual (no
-        channel, the channel closing, an RPC in progress holding the lock) takes the
-        slow path, which also waits out a reconnect.
-        """
+    def _io_publish_now(self, request: tuple[Any, ...], batch: Batch) -> None:
+        """Add a publish to the pass's batch, or, if the fast path steps aside (see
+        ``aiormq_internals``), publish it with aiormq's own call in a task."""
         _, exchange, routing_key, body, headers, pending = request
-        channel = self._publish_channel
-        # aiormq's channel lock (name-mangled) is held by an RPC awaiting its reply.
-        # A full write queue means the socket is behind: the slow path waits for room.
-        lock = getattr(channel, "_Channel__lock", None)
-        if (
-            channel is None
-            or channel.is_closed
-            or lock is None
-            or lock.locked()
-            or channel.write_queue.full()
-        ):
-            self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
-            return
-        message_id = uuid.uuid4().hex
-        properties = spec.Basic.Properties(
-            delivery_mode=2,
-            content_type="application/json",
-            headers=dict(headers) if headers else None,
-            message_id=message_id,
-        )
-        frames.append(
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
-        )
-        frames.append(ContentHeader(properties=properties, body_size=len(body)))
-        frames.extend(channel._split_body(body))
-        channel.delivery_tag += 1
-        delivery_tag = channel.delivery_tag
-        confirmation = channel.create_future()
-        channel.confirmations[delivery_tag] = confirmation
-        channel.message_id_delivery_tag[message_id] = delivery_tag
 
         def confirmed(future: asyncio.Future[Any]) -> None:
-            if channel.message_id_delivery_tag.get(message_id) == delivery_tag:
-                del channel.message_id_delivery_tag[message_id]
             if future.cancelled():
                 error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
             else:
@@ -578,7 +500,10 @@ class RabbitMQBroker(BrokerInspector):
                 # back (at-least-once; the broker may have had it, handlers dedupe).
                 self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
 
-        confirmation.add_done_callback(confirmed)
+        if not batch.publish(
+            self._publish_channel, exchange, routing_key, body, headers, confirmed
+        ):
+            self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
 
     async def _io_publish(
         self,
