@@ -1,54 +1,48 @@
 """RabbitMQ broker: aio-pika on a private asyncio loop in an I/O thread, bridged to trio.
 
-Why a thread: every worker above this module is trio, and aio-pika is asyncio. The
-obvious bridge, trio-asyncio wrapping each aio-pika call, costs a loop hand-over per
-call and measured ~440 msg/s with publisher confirms on a two-core machine, against
-~1,500-1,900 msg/s for plain asyncio. Here aio-pika runs untouched on its own loop in
-a dedicated thread, and the two sides exchange *batches*:
+The broker is four ideas, one module each:
 
-* trio -> asyncio: requests (publish, ack, requeue, declare...) are appended to a
-  ``deque``; ``loop.call_soon_threadsafe`` is called only on the empty -> non-empty
-  edge (``_io_wake_pending``), and the I/O side drains everything pending in one
-  pass. Under load one wake-up carries many requests.
-* asyncio -> trio: deliveries and request results come back the same way through
-  ``TrioToken.run_sync_soon``; a trio task waiting on a publish wakes when its
-  confirm, or its failure, arrives.
+* ``bridge.py``: why aio-pika runs in a thread of its own, and how requests and
+  results cross between it and trio in batches, with wake-ups only on the empty ->
+  non-empty edge;
+* ``aiormq_internals.py``: the publish and ack fast path that writes a pass's frames
+  straight onto aiormq's channels (the only code that touches aiormq's internals,
+  checked at import);
+* ``reconnect.py``: the robust connection and its growing wait between attempts;
+* this module: the broker itself, on the I/O side of the bridge: connecting,
+  declaring queues and delay buckets, publishing (fast path, or aiormq's own call
+  when the fast path steps aside), consuming, the inspector's operations, closing.
 
-The edge flag is safe without a lock because the drainer clears the flag *before*
-it starts popping: a producer that still sees the flag set appended before the
-drain began, so that drain will see its item; one that sees it cleared schedules a
-new drain (at worst an empty one).
+Publishing: a publish is one ``Publish`` request. The I/O side adds it to the pass's
+batch (fast path), or, when the channel is busy, closing or gone, spawns a task that
+publishes with aiormq's ``basic_publish`` and waits out a reconnect (up to
+``publish_timeout``) instead of failing at once. Either way the trio task waits for
+the confirm of its own message only, so confirms are pipelined. A confirm lost to a
+closing channel means the publish is made again once the channel is back: the broker
+may have had it, so it may arrive twice (at-least-once; handlers tolerate a second
+delivery).
 
-Publishing goes straight to the aiormq channel under aio-pika's robust channel, so
-confirms are pipelined (each publish waits only for its own confirm; thousands can
-be in flight), and a pass's publishes, acks and requeues are written as one socket
-write per channel (``aiormq_internals.py``: the only code that touches aiormq's
-internals, checked at import). When that fast path steps aside, a task publishes
-with aiormq's ``basic_publish`` and waits out a reconnect.
-
-Acks: a delivery remembers the aiormq channel it came on; after a reconnect that
+Acks: a delivery remembers the aiormq channel it came on. After a reconnect that
 channel is closed and its delivery tags are void, so the ack is dropped and RabbitMQ
-redelivers the message (handlers must tolerate duplicates).
-
-Reconnection is aio-pika's robust connection, with a wait between attempts that
-grows with the outage (``reconnect.py``). ``connected`` follows its close/reconnect
-callbacks, and a publish issued while disconnected waits for the reconnect (up to
-``publish_timeout``) instead of failing at once.
+redelivers the message (handlers must tolerate duplicates). ``connected`` follows
+the connection's close and reconnect callbacks, so ``/health`` says ``down`` during
+an outage.
 
 Shutdown: consumers are cancelled and their channels closed by the subscription
-contexts (RabbitMQ requeues what was not acked), then the connection closes, the
-loop stops and the thread is joined. An unexpected error on the I/O side fails every
-waiting trio call with ``BrokerError`` rather than leaving it hanging.
+contexts (RabbitMQ requeues what was not acked), then the connection closes (within
+``close_timeout``), the loop stops and the thread is joined. An unexpected error on
+the I/O side fails every waiting trio call with ``BrokerError`` (``Bridge.fail``)
+rather than leaving it hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
-import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -71,6 +65,7 @@ from vumi_like.broker.base import (
     Subscription,
     delay_bucket_ms,
 )
+from vumi_like.broker.bridge import Bridge, Call, Pending, Publish, Request, Settle
 from vumi_like.broker.reconnect import CONNECT_ERRORS, CONNECTION_ERRORS, BackoffConnection
 from vumi_like.logs import redact_text
 
@@ -82,27 +77,6 @@ async def _aiormq_channel(channel: AbstractRobustChannel) -> aiormq.Channel:
     underlay = await channel.get_underlay_channel()
     assert isinstance(underlay, aiormq.Channel)
     return underlay
-
-
-class _Pending:
-    """A trio task's handle on a request running in the I/O thread."""
-
-    __slots__ = ("error", "event", "result")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def settle(self, outcome: tuple[Any, BaseException | None]) -> None:
-        self.result, self.error = outcome
-        self.event.set()
-
-    async def wait(self) -> Any:
-        await self.event.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class _RabbitSubscription(Subscription):
@@ -124,10 +98,6 @@ class _RabbitSubscription(Subscription):
                     f"the broker closed under the consumer of {self.queue!r}"
                 ) from None
             raise StopAsyncIteration from None
-
-
-# Request kinds sent to the I/O thread. Tuples, not objects: this is the hot path.
-_PUBLISH, _ACK, _REQUEUE, _CALL = range(4)
 
 
 class RabbitMQBroker(BrokerInspector):
@@ -161,28 +131,22 @@ class RabbitMQBroker(BrokerInspector):
         self._connected = False
         self._closed = False
         self._closing = False  # set in the I/O thread when aclose begins
-        self._failure: BaseException | None = None
-
-        # trio side
-        self._trio_token: trio.lowlevel.TrioToken | None = None
-        self._to_trio: deque[tuple[Callable[[Any], None], Any]] = deque()
-        self._trio_wake_pending = False
-        self._waiting: set[_Pending] = set()
         self._subscriptions: set[_RabbitSubscription] = set()
+        self._bridge = Bridge(
+            self._io_drain, on_failure=self._close_subscriptions, thread_name="vumi-like-amqp"
+        )
 
         # I/O side; touched only from the I/O thread once started
-        self._loop = asyncio.new_event_loop()
-        self._to_io: deque[tuple[Any, ...]] = deque()
-        self._io_wake_pending = False
-        self._thread = threading.Thread(target=self._run_loop, name="vumi-like-amqp", daemon=True)
+        self._loop = self._bridge.loop
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         # The concrete aiormq channel: the publish fast path uses its bookkeeping.
         self._publish_channel: aiormq.Channel | None = None
         self._reconnected: asyncio.Event | None = None
+        # Queues and delay buckets declared through this connection (aio-pika's robust
+        # channel declares them again after a reconnect).
         self._declared: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ trio side
 
@@ -191,41 +155,22 @@ class RabbitMQBroker(BrokerInspector):
         return self._connected and not self._closed
 
     async def start(self) -> None:
-        self._trio_token = trio.lowlevel.current_trio_token()
-        self._thread.start()
+        self._bridge.start()
         try:
             await self._call(self._io_connect)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self._stop_thread()
+                await self._bridge.stop()
             raise
 
-    def _submit(self, request: tuple[Any, ...]) -> None:
-        if self._closed and request[0] != _CALL:
+    async def _request(self, request: Publish | Call) -> Any:
+        if self._closed:
             raise BrokerError("the broker is closed")
-        self._to_io.append(request)
-        if not self._io_wake_pending:
-            self._io_wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain_to_io)
-
-    def _drain_to_trio(self) -> None:
-        self._trio_wake_pending = False
-        queue = self._to_trio
-        while queue:
-            fn, arg = queue.popleft()
-            fn(arg)
+        return await self._bridge.request(request)
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run coroutine function ``fn(*args)`` on the I/O loop; return its result here."""
-        if self._failure is not None:
-            raise BrokerError(f"the broker's I/O thread failed: {self._failure!r}")
-        pending = _Pending()
-        self._waiting.add(pending)
-        try:
-            self._submit((_CALL, fn, args, pending))
-            return await pending.wait()
-        finally:
-            self._waiting.discard(pending)
+        return await self._request(Call(fn, args, Pending()))
 
     async def declare_queue(self, queue: str) -> None:
         await self._call(self._io_declare_queue, queue)
@@ -233,34 +178,21 @@ class RabbitMQBroker(BrokerInspector):
     async def publish(
         self, routing_key: str, body: bytes, *, headers: Headers | None = None
     ) -> None:
-        await self._publish(EXCHANGE, routing_key, body, headers)
-
-    async def _publish(
-        self, exchange: str, routing_key: str, body: bytes, headers: Headers | None
-    ) -> None:
-        if self._failure is not None:
-            raise BrokerError(f"the broker's I/O thread failed: {self._failure!r}")
-        pending = _Pending()
-        self._waiting.add(pending)
-        try:
-            self._submit((_PUBLISH, exchange, routing_key, body, headers, pending))
-            await pending.wait()
-        finally:
-            self._waiting.discard(pending)
+        await self._request(Publish(EXCHANGE, routing_key, body, headers, Pending()))
 
     def ack(self, delivery: Delivery) -> None:
         if not self._closed:
-            self._submit((_ACK, delivery.tag))
+            self._bridge.submit(Settle(delivery.tag, True))
 
     def requeue(self, delivery: Delivery) -> None:
         if not self._closed:
-            self._submit((_REQUEUE, delivery.tag))
+            self._bridge.submit(Settle(delivery.tag, False))
 
     async def retry_later(
         self, queue: str, body: bytes, *, delay: float, headers: Headers | None = None
     ) -> None:
         bucket = await self._call(self._io_declare_delay, delay_bucket_ms(delay))
-        await self._publish(bucket, queue, body, headers)
+        await self._request(Publish(bucket, queue, body, headers, Pending()))
 
     @contextlib.asynccontextmanager
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Subscription]:
@@ -297,96 +229,49 @@ class RabbitMQBroker(BrokerInspector):
                 await self._call(self._io_close)
         finally:
             self._closed = True
-            for subscription in self._subscriptions:
-                subscription.broker_closed = True
-                subscription.send.close()
-            await self._stop_thread()
+            self._close_subscriptions()
+            await self._bridge.stop()
 
-    async def _stop_thread(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            await trio.to_thread.run_sync(self._thread.join)
-        for pending in list(self._waiting):
-            pending.settle((None, BrokerError("the broker was closed")))
-        self._loop.close()
+    def _close_subscriptions(self, _: BaseException | None = None) -> None:
+        """End every consumer: iterating one raises ``BrokerError`` from now on.
 
-    # ---------------------------------------------------------------- I/O thread
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            for task in asyncio.all_tasks(self._loop):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                self._loop.run_until_complete(asyncio.sleep(0))
-
-    def _to_trio_soon(self, fn: Callable[[Any], None], arg: Any) -> None:
-        self._to_trio.append((fn, arg))
-        if not self._trio_wake_pending:
-            self._trio_wake_pending = True
-            assert self._trio_token is not None
-            try:
-                self._trio_token.run_sync_soon(self._drain_to_trio)
-            except trio.RunFinishedError:
-                pass
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _drain_to_io(self) -> None:
-        self._io_wake_pending = False
-        queue = self._to_io
-        batch = Batch()
-        try:
-            while queue:
-                request = queue.popleft()
-                kind = request[0]
-                if kind == _PUBLISH:
-                    self._io_publish_now(request, batch)
-                elif kind == _ACK:
-                    batch.settle(request[1], True)
-                elif kind == _REQUEUE:
-                    batch.settle(request[1], False)
-                else:
-                    _, fn, args, pending = request
-                    # What came before a call goes before it (a consumer's channel close).
-                    self._io_write(batch)
-                    self._spawn(self._io_run_call(fn, args, pending))
-            self._io_write(batch)
-        except BaseException as exc:  # pragma: no cover - a bug in this module
-            self._fail(exc)
-
-    def _io_write(self, batch: Batch) -> None:
-        """Write the pass's batch; acks and requeues it cannot write take aiormq's calls."""
-        for channel, frames in batch.write():
-            self._spawn(self._io_settle(channel, frames))
-
-    def _fail(self, exc: BaseException) -> None:
-        log.error("amqp I/O thread failed", error=repr(exc))
-        self._failure = exc
-        self._to_trio_soon(self._fail_waiters, exc)
-
-    def _fail_waiters(self, exc: BaseException) -> None:
-        for pending in list(self._waiting):
-            pending.settle((None, BrokerError(f"the broker's I/O thread failed: {exc!r}")))
-        # Consumers too: a worker must stop loudly, not wait for deliveries forever.
+        At close, and when the I/O side failed: a worker must stop loudly, not wait for
+        deliveries forever.
+        """
         for subscription in self._subscriptions:
             subscription.broker_closed = True
             subscription.send.close()
 
-    async def _io_run_call(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], pending: _Pending
-    ) -> None:
+    # ---------------------------------------------------------------- I/O thread
+
+    def _io_drain(self, queue: deque[Request]) -> None:
+        """Handle every pending request: one I/O pass, called by the bridge."""
+        batch = Batch()
+        while queue:
+            request = queue.popleft()
+            match request:
+                case Publish():
+                    self._io_publish_now(request, batch)
+                case Settle():
+                    batch.settle(request.tag, request.ack)
+                case Call():
+                    # What came before a call goes before it (a consumer's channel close).
+                    self._io_write(batch)
+                    self._bridge.spawn(self._io_run_call(request))
+        self._io_write(batch)
+
+    def _io_write(self, batch: Batch) -> None:
+        """Write the pass's batch; acks and requeues it cannot write take aiormq's calls."""
+        for channel, frames in batch.write():
+            self._bridge.spawn(self._io_settle(channel, frames))
+
+    async def _io_run_call(self, call: Call) -> None:
         try:
-            result = await fn(*args)
+            result = await call.fn(*call.args)
         except Exception as exc:
-            self._to_trio_soon(pending.settle, (None, _as_broker_error(exc)))
+            self._bridge.to_trio_soon(call.pending.settle, (None, _as_broker_error(exc)))
         else:
-            self._to_trio_soon(pending.settle, (result, None))
+            self._bridge.to_trio_soon(call.pending.settle, (result, None))
 
     async def _io_settle(
         self, channel: aiormq.Channel, frames: list[spec.Basic.Ack | spec.Basic.Nack]
@@ -479,44 +364,46 @@ class RabbitMQBroker(BrokerInspector):
         self._declared.add(name)
         return name
 
-    def _io_publish_now(self, request: tuple[Any, ...], batch: Batch) -> None:
-        """Add a publish to the pass's batch, or, if the fast path steps aside (see
-        ``aiormq_internals``), publish it with aiormq's own call in a task."""
-        _, exchange, routing_key, body, headers, pending = request
-
-        def confirmed(future: asyncio.Future[Any]) -> None:
-            if future.cancelled():
-                error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
-            else:
-                error = future.exception()
-            if error is None:
-                self._to_trio_soon(pending.settle, (None, None))
-            elif isinstance(error, aiormq.exceptions.PublishError):
-                self._to_trio_soon(pending.settle, (None, _unroutable(exchange, routing_key)))
-            elif isinstance(error, aiormq.exceptions.DeliveryError):
-                self._to_trio_soon(pending.settle, (None, _refused(routing_key)))
-            else:
-                # The channel went away before the confirm: publish again once it is
-                # back (at-least-once; the broker may have had it, handlers dedupe).
-                self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
-
+    def _io_publish_now(self, publish: Publish, batch: Batch) -> None:
+        """Add ``publish`` to the pass's batch, or, if the fast path steps aside
+        (see ``aiormq_internals``), publish it with aiormq's own call in a task."""
         if not batch.publish(
-            self._publish_channel, exchange, routing_key, body, headers, confirmed
+            self._publish_channel,
+            publish.exchange,
+            publish.routing_key,
+            publish.body,
+            publish.headers,
+            functools.partial(self._io_confirmed, publish),
         ):
-            self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
+            self._bridge.spawn(self._io_publish(publish))
 
-    async def _io_publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: Headers | None,
-        pending: _Pending,
-    ) -> None:
+    def _io_confirmed(self, publish: Publish, confirmation: asyncio.Future[Any]) -> None:
+        """aiormq settled the confirmation of a fast-path ``publish``: tell its waiter."""
+        if confirmation.cancelled():
+            error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
+        else:
+            error = confirmation.exception()
+        if error is None:
+            self._bridge.to_trio_soon(publish.pending.settle, (None, None))
+        elif isinstance(error, aiormq.exceptions.PublishError):
+            outcome = (None, _unroutable(publish.exchange, publish.routing_key))
+            self._bridge.to_trio_soon(publish.pending.settle, outcome)
+        elif isinstance(error, aiormq.exceptions.DeliveryError):
+            self._bridge.to_trio_soon(
+                publish.pending.settle, (None, _refused(publish.routing_key))
+            )
+        else:
+            # The channel went away before the confirm: publish again once it is
+            # back (at-least-once; the broker may have had it, handlers dedupe).
+            self._bridge.spawn(self._io_publish(publish))
+
+    async def _io_publish(self, publish: Publish) -> None:
+        """Publish with aiormq's ``basic_publish``, waiting out a reconnect (the slow path)."""
+        exchange, routing_key = publish.exchange, publish.routing_key
         properties = spec.Basic.Properties(
             delivery_mode=2,
             content_type="application/json",
-            headers=dict(headers) if headers else None,
+            headers=dict(publish.headers) if publish.headers else None,
         )
         deadline = self._loop.time() + self.publish_timeout
         try:
@@ -527,7 +414,7 @@ class RabbitMQBroker(BrokerInspector):
                         assert self._channel is not None
                         channel = self._publish_channel = await _aiormq_channel(self._channel)
                     confirm = await channel.basic_publish(
-                        body,
+                        publish.body,
                         exchange=exchange,
                         routing_key=routing_key,
                         properties=properties,
@@ -545,9 +432,9 @@ class RabbitMQBroker(BrokerInspector):
                     raise _refused(routing_key)
                 break
         except BaseException as exc:
-            self._to_trio_soon(pending.settle, (None, _as_broker_error(exc)))
+            self._bridge.to_trio_soon(publish.pending.settle, (None, _as_broker_error(exc)))
         else:
-            self._to_trio_soon(pending.settle, (None, None))
+            self._bridge.to_trio_soon(publish.pending.settle, (None, None))
 
     async def _wait_reconnect(self, deadline: float, cause: BaseException) -> None:
         assert self._reconnected is not None and self._channel is not None
@@ -605,7 +492,7 @@ class RabbitMQBroker(BrokerInspector):
                 redelivered=bool(frame.redelivered),
                 tag=(message.channel, frame.delivery_tag),
             )
-            self._to_trio_soon(hand_over, delivery)
+            self._bridge.to_trio_soon(hand_over, delivery)
 
         async def start_consuming(*_: Any) -> None:
             underlay = await channel.get_underlay_channel()
