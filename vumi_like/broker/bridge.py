@@ -6,10 +6,10 @@ call and measured ~440 msg/s with publisher confirms on a two-core machine, agai
 ~1,500-1,900 msg/s for plain asyncio. Here aio-pika runs untouched on its own loop in
 a dedicated thread, and the two sides exchange *batches*:
 
-* trio -> asyncio: requests (``Publish``, ``Settle``, ``Call``) are appended to a
-  ``deque``; ``loop.call_soon_threadsafe`` is called only on the empty -> non-empty
-  edge (``_io_wake_pending``), and the I/O side drains everything pending in one
-  pass. Under load one wake-up carries many requests, and the broker
+* trio -> asyncio: requests (``Publish``, ``Settle``, ``Retry``, ``Call``) are
+  appended to a ``deque``; ``loop.call_soon_threadsafe`` is called only on the
+  empty -> non-empty edge (``_io_wake_pending``), and the I/O side drains everything
+  pending in one pass. Under load one wake-up carries many requests, and the broker
   writes a pass's publishes and acks in one socket write per channel
   (``aiormq_internals.py``).
 * asyncio -> trio: deliveries and request results come back the same way through
@@ -96,6 +96,18 @@ class Settle:
 
 
 @attrs.define(eq=False)
+class Retry:
+    """``publish`` goes to a delay bucket (its exchange) that may not be declared yet."""
+
+    publish: Publish
+    delay_ms: int
+
+    @property
+    def pending(self) -> Pending:
+        return self.publish.pending
+
+
+@attrs.define(eq=False)
 class Call:
     """Run ``fn(*args)`` on the I/O loop (declare, consume, close...); the rare requests."""
 
@@ -104,7 +116,7 @@ class Call:
     pending: Pending
 
 
-Request = Publish | Settle | Call
+Request = Publish | Settle | Retry | Call
 
 
 class Bridge:
@@ -154,7 +166,7 @@ class Bridge:
             self._io_wake_pending = True
             self.loop.call_soon_threadsafe(self._drain_to_io)
 
-    async def request(self, request: Publish | Call) -> Any:
+    async def request(self, request: Publish | Retry | Call) -> Any:
         """Submit ``request`` and wait for its outcome: its result, or its error raised."""
         if self.failure is not None:
             raise BrokerError(f"the broker's I/O thread failed: {self.failure!r}")

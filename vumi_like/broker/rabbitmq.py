@@ -22,6 +22,11 @@ closing channel means the publish is made again once the channel is back: the br
 may have had it, so it may arrive twice (at-least-once; handlers tolerate a second
 delivery).
 
+``retry_later`` is one ``Retry`` request too, not a declare round trip then a
+publish: when its delay bucket is already declared it is a publish to the bucket's
+exchange on the fast path; otherwise a task declares the bucket (once, however many
+retries wait for it) then publishes.
+
 Acks: a delivery remembers the aiormq channel it came on. After a reconnect that
 channel is closed and its delivery tags are void, so the ack is dropped and RabbitMQ
 redelivers the message (handlers must tolerate duplicates). ``connected`` follows
@@ -65,7 +70,7 @@ from vumi_like.broker.base import (
     Subscription,
     delay_bucket_ms,
 )
-from vumi_like.broker.bridge import Bridge, Call, Pending, Publish, Request, Settle
+from vumi_like.broker.bridge import Bridge, Call, Pending, Publish, Request, Retry, Settle
 from vumi_like.broker.reconnect import CONNECT_ERRORS, CONNECTION_ERRORS, BackoffConnection
 from vumi_like.logs import redact_text
 
@@ -147,6 +152,8 @@ class RabbitMQBroker(BrokerInspector):
         # Queues and delay buckets declared through this connection (aio-pika's robust
         # channel declares them again after a reconnect).
         self._declared: set[str] = set()
+        # Delay buckets being declared: the retries waiting for one share its task.
+        self._declaring: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ trio side
 
@@ -163,7 +170,7 @@ class RabbitMQBroker(BrokerInspector):
                 await self._bridge.stop()
             raise
 
-    async def _request(self, request: Publish | Call) -> Any:
+    async def _request(self, request: Publish | Retry | Call) -> Any:
         if self._closed:
             raise BrokerError("the broker is closed")
         return await self._bridge.request(request)
@@ -191,8 +198,9 @@ class RabbitMQBroker(BrokerInspector):
     async def retry_later(
         self, queue: str, body: bytes, *, delay: float, headers: Headers | None = None
     ) -> None:
-        bucket = await self._call(self._io_declare_delay, delay_bucket_ms(delay))
-        await self._request(Publish(bucket, queue, body, headers, Pending()))
+        delay_ms = delay_bucket_ms(delay)
+        publish = Publish(f"{DELAY_PREFIX}{delay_ms}", queue, body, headers, Pending())
+        await self._request(Retry(publish, delay_ms))
 
     @contextlib.asynccontextmanager
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Subscription]:
@@ -254,6 +262,8 @@ class RabbitMQBroker(BrokerInspector):
                     self._io_publish_now(request, batch)
                 case Settle():
                     batch.settle(request.tag, request.ack)
+                case Retry():
+                    self._io_retry(request, batch)
                 case Call():
                     # What came before a call goes before it (a consumer's channel close).
                     self._io_write(batch)
@@ -337,8 +347,37 @@ class RabbitMQBroker(BrokerInspector):
         await declared.bind(self._exchange, routing_key=queue)
         self._declared.add(queue)
 
-    async def _io_declare_delay(self, delay_ms: int) -> str:
-        """Declare the delay bucket for ``delay_ms``; return its exchange's name.
+    def _io_retry(self, retry: Retry, batch: Batch) -> None:
+        """A retry: a publish to its delay bucket, declared first if this is its first use."""
+        if retry.publish.exchange in self._declared:
+            self._io_publish_now(retry.publish, batch)
+        else:
+            self._bridge.spawn(self._io_declare_then_publish(retry))
+
+    async def _io_declare_then_publish(self, retry: Retry) -> None:
+        publish = retry.publish
+        try:
+            await self._io_declare_delay(publish.exchange, retry.delay_ms)
+        except Exception as exc:
+            self._bridge.to_trio_soon(publish.pending.settle, (None, _as_broker_error(exc)))
+            return
+        await self._io_publish(publish)
+
+    async def _io_declare_delay(self, name: str, delay_ms: int) -> None:
+        """Declare the delay bucket ``name`` for ``delay_ms``, once, however many wait."""
+        if name in self._declared:
+            return
+        declaring = self._declaring.get(name)
+        if declaring is None:
+            declaring = self._loop.create_task(self._io_declare_bucket(name, delay_ms))
+            self._declaring[name] = declaring
+            declaring.add_done_callback(lambda _: self._declaring.pop(name, None))
+        # Shielded: the retries waiting share the task, none of them owns it.
+        await asyncio.shield(declaring)
+
+    async def _io_declare_bucket(self, name: str, delay_ms: int) -> None:
+        """Declare the delay bucket ``name``: messages published to it come back after
+        ``delay_ms`` to the queue named by their routing key.
 
         Each bucket is a fanout exchange feeding a queue whose messages expire after
         ``delay_ms`` and are then dead-lettered to ``vumi``. A dead-lettered message
@@ -348,9 +387,6 @@ class RabbitMQBroker(BrokerInspector):
         TTL per bucket means every message in a bucket expires in arrival order: no
         message waits behind a longer-lived one at the head of the queue.
         """
-        name = f"{DELAY_PREFIX}{delay_ms}"
-        if name in self._declared:
-            return name
         assert self._channel is not None
         exchange = await self._channel.declare_exchange(
             name, aio_pika.ExchangeType.FANOUT, durable=True
@@ -362,7 +398,6 @@ class RabbitMQBroker(BrokerInspector):
         )
         await queue.bind(exchange)
         self._declared.add(name)
-        return name
 
     def _io_publish_now(self, publish: Publish, batch: Batch) -> None:
         """Add ``publish`` to the pass's batch, or, if the fast path steps aside
