@@ -206,10 +206,16 @@ class Bridge:
         try:
             self.loop.run_forever()
         finally:
-            for task in asyncio.all_tasks(self.loop):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                self.loop.run_until_complete(asyncio.sleep(0))
+            # Let what is left unwind. A cancelled task may start others (aiormq closes
+            # a connection with tasks of its own), so a few rounds, each bounded.
+            for _ in range(3):
+                tasks = asyncio.all_tasks(self.loop)
+                if not tasks:
+                    break
+                for task in tasks:
+                    task.cancel()
+                with contextlib.suppress(Exception):
+                    self.loop.run_until_complete(asyncio.wait(tasks, timeout=1))
 
     def _drain_to_io(self) -> None:
         self._io_wake_pending = False
