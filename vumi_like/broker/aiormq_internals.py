@@ -33,21 +33,23 @@ back), the broker takes aiormq's public calls, which wait where the fast path mu
 
 Acks are single, never ``multiple=True``: handlers finish out of order, so a
 multiple ack is only safe for a contiguous finished prefix. Many single acks in one
-write cost about as little.
+write are the simple correct default.
 
 Checked once, at import. If aiormq renamed or dropped one of the names used here the
-fast path would fail at the first publish, or worse, half-work; instead importing
-this module raises ``AiormqChanged`` (an ``ImportError``) naming what is missing and
-the aiormq version needed. Methods and properties are looked up on the classes.
-The instance attributes (``delivery_tag``, ``confirmations``, the name-mangled
-``_Channel__lock``...) exist only on a channel, and a channel needs a connection; so
-the check reads the bytecode of ``__init__`` (of ``Channel`` and its bases) for an
-assignment to each name, ``self.__lock = ...`` compiling to a store of
-``_Channel__lock``, exactly the name read here. That needs no source file and
-constructs nothing. What it cannot see is an attribute that keeps its name and
-changes its meaning (``write_queue`` no longer an ``asyncio.Queue``, say): that is
+fast path would fail at the first publish, or worse, half-work; instead importing this
+module raises ``AiormqChanged`` (an ``ImportError``) naming what is missing and the
+aiormq version needed. Methods are looked up on the classes, and the keyword arguments
+of ``ChannelFrame.marshall`` in its signature. The instance attributes
+(``delivery_tag``, ``confirmations``, the name-mangled ``_Channel__lock``...) exist
+only on a channel, and a channel needs a connection; so the check reads the bytecode
+of ``__init__`` (of ``Channel`` and its bases) for an assignment to each name,
+``self.__lock = ...`` compiling to a store of ``_Channel__lock``, exactly the name
+read here. That needs no source file and constructs nothing. What it cannot see is an
+attribute that keeps its name and changes its meaning (``write_queue`` no longer an
+``asyncio.Queue``, say), or one that ``__init__`` assigns only on some path: that is
 what pinning aiormq to 7.2.x in ``pyproject.toml`` and the contract tests on a real
-RabbitMQ (batched publishes and acks) are for.
+RabbitMQ (batched publishes and acks) are for, with a test that every name checked is
+there on a live channel.
 """
 
 from __future__ import annotations
