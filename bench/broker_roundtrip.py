@@ -23,7 +23,7 @@ import uuid
 import aio_pika
 import trio
 
-from vumi_like.broker import open_broker
+from vumi_like.broker import open_inspector
 from vumi_like.messages import Message
 
 AMQP_URL = os.environ.get("VUMI_LIKE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -41,7 +41,7 @@ def sample_body() -> bytes:
 
 async def run_trio(count: int, in_flight: int, prefetch: int, body: bytes) -> float:
     queue = f"bench-trio-{uuid.uuid4().hex[:8]}"
-    async with open_broker(AMQP_URL) as broker:
+    async with open_inspector(AMQP_URL) as broker:
         await broker.declare_queue(queue)
         try:
             start = time.perf_counter()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vumi_like.broker import Broker, open_broker
+from vumi_like.broker import BrokerInspector, open_inspector
 
 AMQP_URL = os.environ.get("VUMI_LIKE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -54,8 +54,11 @@ def unique() -> str:
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
-async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[Broker]:
+async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[BrokerInspector]:
     """The broker under test, with a dead-letter queue of its own (``<unique>.dead_letter``).
+
+    It is an inspector (``open_inspector``), so tests can also ``get``, ``purge`` and
+    ``delete_queue``; a test that only needs a worker's view may annotate it ``Broker``.
 
     Queues the test declares, and that dead-letter queue, are deleted afterwards.
     """
@@ -64,7 +67,7 @@ async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[B
     else:
         require_service(AMQP_URL, 5672, "RabbitMQ")
         url = AMQP_URL
-    async with open_broker(url, dead_letter_queue=f"{unique}.dead_letter") as b:
+    async with open_inspector(url, dead_letter_queue=f"{unique}.dead_letter") as b:
         declared: list[str] = []
         original = b.declare_queue
 

@@ -26,7 +26,7 @@ import trio
 import yaml
 
 from vumi_like.applications.echo import EchoApplicationConfig
-from vumi_like.broker import open_broker
+from vumi_like.broker import open_broker, open_inspector
 from vumi_like.cli import ForcedStop, _run_trio, _until_signalled
 from vumi_like.config import describe_config
 from vumi_like.messages import Message
@@ -424,7 +424,7 @@ async def test_worker_serves_health_and_stops_gracefully_on_sigterm(amqp_url: st
     finally:
         with trio.move_on_after(15) as cleanup:
             cleanup.shield = True
-            async with open_broker(amqp_url, dead_letter_queue=f"{unique}.dead_letter") as b:
+            async with open_inspector(amqp_url, dead_letter_queue=f"{unique}.dead_letter") as b:
                 for suffix in ("inbound", "outbound", "event", "dead_letter"):
                     await b.delete_queue(f"{unique}.{suffix}")
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from vumi_like import dlq
-from vumi_like.broker import Broker, Delivery, open_broker
+from vumi_like.broker import Broker, BrokerInspector, Delivery, open_inspector
 from vumi_like.broker.base import (
     HEADER_ATTEMPT,
     HEADER_DL_ERROR,
@@ -45,7 +45,7 @@ async def park_dead_letters(broker: Broker, source: str, bodies: list[bytes]) ->
                     break
 
 
-async def take(broker: Broker, queue: str) -> list[Delivery]:
+async def take(broker: BrokerInspector, queue: str) -> list[Delivery]:
     """Everything ready in ``queue``, acked."""
     got = []
     with trio.fail_after(10):
@@ -63,7 +63,7 @@ def dl_headers(delivery: Delivery) -> list[str]:
 
 
 async def test_list_letters_shows_each_letter_in_order_with_where_and_why(
-    broker: Broker, unique: str
+    broker: BrokerInspector, unique: str
 ):
     source = f"{unique}.inbound"
     await park_dead_letters(broker, source, BODIES)
@@ -84,7 +84,7 @@ async def test_list_letters_shows_each_letter_in_order_with_where_and_why(
     assert len({letter.id for letter in letters}) == 3
 
 
-async def test_listing_twice_loses_and_reorders_nothing(broker: Broker, unique: str):
+async def test_listing_twice_loses_and_reorders_nothing(broker: BrokerInspector, unique: str):
     await park_dead_letters(broker, f"{unique}.inbound", BODIES)
 
     with trio.fail_after(10):
@@ -95,12 +95,12 @@ async def test_listing_twice_loses_and_reorders_nothing(broker: Broker, unique: 
     assert [letter.delivery.body for letter in second] == BODIES
 
 
-async def test_list_letters_of_an_empty_queue_is_empty(broker: Broker):
+async def test_list_letters_of_an_empty_queue_is_empty(broker: BrokerInspector):
     with trio.fail_after(10):
         assert await dlq.list_letters(broker, broker.dead_letter_queue) == []
 
 
-async def test_find_letter_by_id(broker: Broker, unique: str):
+async def test_find_letter_by_id(broker: BrokerInspector, unique: str):
     await park_dead_letters(broker, f"{unique}.inbound", BODIES)
     with trio.fail_after(10):
         letters = await dlq.list_letters(broker, broker.dead_letter_queue)
@@ -114,7 +114,7 @@ async def test_find_letter_by_id(broker: Broker, unique: str):
 
 
 async def test_replay_one_puts_its_body_back_on_its_queue_and_leaves_the_others(
-    broker: Broker, unique: str
+    broker: BrokerInspector, unique: str
 ):
     source = f"{unique}.inbound"
     await park_dead_letters(broker, source, BODIES)
@@ -132,7 +132,7 @@ async def test_replay_one_puts_its_body_back_on_its_queue_and_leaves_the_others(
     assert [letter.id for letter in left] == [letters[0].id, letters[2].id]
 
 
-async def test_replay_all_empties_the_dead_letter_queue(broker: Broker, unique: str):
+async def test_replay_all_empties_the_dead_letter_queue(broker: BrokerInspector, unique: str):
     source = f"{unique}.inbound"
     await park_dead_letters(broker, source, BODIES)
     with trio.fail_after(10):
@@ -146,7 +146,7 @@ async def test_replay_all_empties_the_dead_letter_queue(broker: Broker, unique: 
     assert all(dl_headers(delivery) == [] for delivery in back)
 
 
-async def test_replay_of_an_unknown_id_changes_nothing(broker: Broker, unique: str):
+async def test_replay_of_an_unknown_id_changes_nothing(broker: BrokerInspector, unique: str):
     source = f"{unique}.inbound"
     await park_dead_letters(broker, source, BODIES)
     with trio.fail_after(10):
@@ -159,7 +159,7 @@ async def test_replay_of_an_unknown_id_changes_nothing(broker: Broker, unique: s
 
 
 async def test_a_letter_without_a_source_queue_is_listed_but_not_replayed(
-    broker: Broker, unique: str
+    broker: BrokerInspector, unique: str
 ):
     # Parked by another tool: no headers of ours, so it is named by its content.
     await broker.publish(broker.dead_letter_queue, b"foreign")
@@ -178,10 +178,10 @@ async def test_a_letter_without_a_source_queue_is_listed_but_not_replayed(
 
 
 @pytest.fixture
-async def rabbit(amqp_url: str, unique: str) -> AsyncIterator[Broker]:
+async def rabbit(amqp_url: str, unique: str) -> AsyncIterator[BrokerInspector]:
     """A RabbitMQ broker with dead-letter queue ``<unique>.dead_letter``; its queues and
     ``<unique>.inbound`` are deleted afterwards."""
-    async with open_broker(amqp_url, dead_letter_queue=f"{unique}.dead_letter") as broker:
+    async with open_inspector(amqp_url, dead_letter_queue=f"{unique}.dead_letter") as broker:
         try:
             yield broker
         finally:
@@ -221,7 +221,7 @@ def error_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 async def test_cli_list_prints_one_tab_separated_line_per_letter(
-    rabbit: Broker, amqp_url: str, unique: str
+    rabbit: BrokerInspector, amqp_url: str, unique: str
 ):
     await park_dead_letters(rabbit, f"{unique}.inbound", BODIES)
     letters = await dlq.list_letters(rabbit, rabbit.dead_letter_queue)
@@ -240,7 +240,9 @@ async def test_cli_list_prints_one_tab_separated_line_per_letter(
     ]
 
 
-async def test_cli_show_prints_body_and_headers(rabbit: Broker, amqp_url: str, unique: str):
+async def test_cli_show_prints_body_and_headers(
+    rabbit: BrokerInspector, amqp_url: str, unique: str
+):
     await park_dead_letters(rabbit, f"{unique}.inbound", BODIES)
     letters = await dlq.list_letters(rabbit, rabbit.dead_letter_queue)
 
@@ -258,7 +260,7 @@ async def test_cli_show_prints_body_and_headers(rabbit: Broker, amqp_url: str, u
 
 
 async def test_cli_show_of_an_unknown_id_is_one_line_and_exit_2(
-    rabbit: Broker, amqp_url: str, unique: str
+    rabbit: BrokerInspector, amqp_url: str, unique: str
 ):
     await park_dead_letters(rabbit, f"{unique}.inbound", BODIES[:1])
 
@@ -270,7 +272,7 @@ async def test_cli_show_of_an_unknown_id_is_one_line_and_exit_2(
 
 
 async def test_cli_replay_one_puts_it_back_on_its_queue(
-    rabbit: Broker, amqp_url: str, unique: str
+    rabbit: BrokerInspector, amqp_url: str, unique: str
 ):
     source = f"{unique}.inbound"
     await park_dead_letters(rabbit, source, BODIES)
@@ -287,7 +289,7 @@ async def test_cli_replay_one_puts_it_back_on_its_queue(
 
 
 async def test_cli_replay_of_an_unknown_id_is_one_line_and_exit_2(
-    rabbit: Broker, amqp_url: str, unique: str
+    rabbit: BrokerInspector, amqp_url: str, unique: str
 ):
     await park_dead_letters(rabbit, f"{unique}.inbound", BODIES[:1])
 
@@ -297,7 +299,7 @@ async def test_cli_replay_of_an_unknown_id_is_one_line_and_exit_2(
     assert len(await dlq.list_letters(rabbit, rabbit.dead_letter_queue)) == 1
 
 
-async def test_cli_replay_all(rabbit: Broker, amqp_url: str, unique: str):
+async def test_cli_replay_all(rabbit: BrokerInspector, amqp_url: str, unique: str):
     source = f"{unique}.inbound"
     await park_dead_letters(rabbit, source, BODIES)
     letters = await dlq.list_letters(rabbit, rabbit.dead_letter_queue)

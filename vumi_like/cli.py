@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vumi_like import dlq
-from vumi_like.broker import BrokerError, open_broker
+from vumi_like.broker import BrokerError, open_broker, open_inspector
 from vumi_like.caches import CacheError
 from vumi_like.class_paths import ClassPathError, resolve_class
 from vumi_like.config import (
@@ -280,7 +280,7 @@ def cmd_dlq(argv: Sequence[str]) -> None:
     configure_logging("WARNING")
 
     async def main() -> None:
-        async with open_broker(args.amqp_url, dead_letter_queue=args.queue) as broker:
+        async with open_inspector(args.amqp_url, dead_letter_queue=args.queue) as broker:
             if args.action == "list":
                 letters = await dlq.list_letters(broker, args.queue, limit=args.limit)
                 for letter in letters:

@@ -5,7 +5,8 @@ saying where it came from, why and when (``broker/base.py``). Listing must not
 reorder or lose anything, so the scan takes every letter with ``get`` and holds all
 of them unsettled until the end; then it requeues them all (RabbitMQ puts requeued
 messages back in their original positions) except the ones replayed, which are
-acked only after their republish was confirmed.
+acked only after their republish was confirmed. ``get`` is an operator's operation,
+so these functions take a ``BrokerInspector`` (``open_inspector``), not a ``Broker``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from vumi_like.broker import Broker, Delivery
+from vumi_like.broker import BrokerInspector, Delivery
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     HEADER_ATTEMPT,
@@ -82,7 +83,7 @@ class DeadLetter:
         return f"id: {self.id}\nheaders: {headers}\nbody: {body}"
 
 
-async def _take_all(broker: Broker, queue: str, limit: int) -> list[DeadLetter]:
+async def _take_all(broker: BrokerInspector, queue: str, limit: int) -> list[DeadLetter]:
     letters: list[DeadLetter] = []
     while len(letters) < limit:
         delivery = await broker.get(queue)
@@ -92,7 +93,7 @@ async def _take_all(broker: Broker, queue: str, limit: int) -> list[DeadLetter]:
     return letters
 
 
-def _give_back(broker: Broker, letters: Iterable[DeadLetter]) -> None:
+def _give_back(broker: BrokerInspector, letters: Iterable[DeadLetter]) -> None:
     # Last first: RabbitMQ restores original positions whatever the order, but a broker
     # that puts each requeued message at the head (the memory broker) needs this order
     # to end up with the letters as they were.
@@ -101,7 +102,7 @@ def _give_back(broker: Broker, letters: Iterable[DeadLetter]) -> None:
 
 
 async def list_letters(
-    broker: Broker, queue: str = DEFAULT_QUEUE, *, limit: int = 1000
+    broker: BrokerInspector, queue: str = DEFAULT_QUEUE, *, limit: int = 1000
 ) -> list[DeadLetter]:
     letters = await _take_all(broker, queue, limit)
     _give_back(broker, letters)
@@ -109,14 +110,14 @@ async def list_letters(
 
 
 async def find_letter(
-    broker: Broker, queue: str, letter_id: str, *, limit: int = 1000
+    broker: BrokerInspector, queue: str, letter_id: str, *, limit: int = 1000
 ) -> DeadLetter | None:
     letters = await list_letters(broker, queue, limit=limit)
     return next((letter for letter in letters if letter.id == letter_id), None)
 
 
 async def replay(
-    broker: Broker, queue: str, ids: set[str] | None, *, limit: int = 1000
+    broker: BrokerInspector, queue: str, ids: set[str] | None, *, limit: int = 1000
 ) -> list[DeadLetter]:
     """Republish the letters named by ``ids`` (all when ``None``) to their source queues.
 

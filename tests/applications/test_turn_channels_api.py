@@ -37,7 +37,7 @@ from vumi_like.applications.turn_channels_api import (
     TurnChannelsApiConfig,
     signature,
 )
-from vumi_like.broker import Broker
+from vumi_like.broker import Broker, BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
 from vumi_like.config import ConfigError, config_from_data
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
@@ -717,7 +717,7 @@ async def test_outbound_not_accepted_within_request_timeout_is_a_504_problem(
 
 
 async def test_outbound_that_cannot_be_queued_is_a_503_problem_and_serving_goes_on(
-    broker: Broker, names: Names
+    broker: BrokerInspector, names: Names
 ):
     outbound_queue = f"{names.app}.outbound"
     with trio.fail_after(15):

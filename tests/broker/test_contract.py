@@ -8,7 +8,15 @@ import pytest
 import trio
 
 from tests.conftest import AMQP_URL, require_service
-from vumi_like.broker import Broker, BrokerError, Delivery, PublishError, open_broker
+from vumi_like.broker import (
+    Broker,
+    BrokerError,
+    BrokerInspector,
+    Delivery,
+    PublishError,
+    open_broker,
+    open_inspector,
+)
 from vumi_like.broker.base import (
     HEADER_ATTEMPT,
     HEADER_DL_ERROR,
@@ -214,7 +222,7 @@ async def test_retries_with_different_delays_come_back_in_delay_order(broker: Br
     assert [d.body for d in got] == [b"fast", b"slow"]
 
 
-async def test_get_takes_one_ready_delivery_or_none(broker: Broker, unique: str):
+async def test_get_takes_one_ready_delivery_or_none(broker: BrokerInspector, unique: str):
     queue = f"{unique}.inbound"
     await broker.declare_queue(queue)
     assert await broker.get(queue) is None
@@ -228,7 +236,7 @@ async def test_get_takes_one_ready_delivery_or_none(broker: Broker, unique: str)
     assert await broker.get(queue) is None
 
 
-async def test_purge_drops_ready_messages_and_counts_them(broker: Broker, unique: str):
+async def test_purge_drops_ready_messages_and_counts_them(broker: BrokerInspector, unique: str):
     queue = f"{unique}.inbound"
     await broker.declare_queue(queue)
     for _ in range(4):
@@ -237,7 +245,7 @@ async def test_purge_drops_ready_messages_and_counts_them(broker: Broker, unique
     assert await broker.get(queue) is None
 
 
-async def test_get_and_purge_of_a_missing_queue_raise(broker: Broker, unique: str):
+async def test_get_and_purge_of_a_missing_queue_raise(broker: BrokerInspector, unique: str):
     with pytest.raises(BrokerError):
         await broker.get(f"{unique}.missing")
     with pytest.raises(BrokerError):
@@ -278,7 +286,7 @@ async def test_consumer_sees_an_error_when_the_broker_closes_under_it(kind: str,
                             pass
         finally:
             if kind == "rabbitmq":
-                async with open_broker(url) as cleanup:
+                async with open_inspector(url) as cleanup:
                     await cleanup.delete_queue(queue)
                     await cleanup.delete_queue(f"{unique}.dead_letter")
 
@@ -290,3 +298,25 @@ def test_delay_buckets_are_two_significant_digits_of_milliseconds():
     assert delay_bucket_ms(61.7) == 62000
     for delay in (0.1, 0.73, 4.2, 17.9, 333.3):
         assert abs(delay_bucket_ms(delay) - delay * 1000) <= delay * 1000 * 0.05
+
+
+OPERATOR_OPERATIONS = {"get", "purge", "delete_queue"}
+
+
+def test_a_workers_broker_offers_no_operator_operations():
+    assert not OPERATOR_OPERATIONS & set(dir(Broker))
+    assert BrokerInspector.__abstractmethods__ >= OPERATOR_OPERATIONS
+
+
+@pytest.mark.parametrize("kind", ["memory", "rabbitmq"])
+async def test_open_inspector_and_open_broker_open_the_same_kind_of_broker(kind: str, unique: str):
+    url = "memory://"
+    if kind == "rabbitmq":
+        require_service(AMQP_URL, 5672, "RabbitMQ")
+        url = AMQP_URL
+    dead_letter_queue = f"{unique}.dead_letter"
+    async with open_inspector(url, dead_letter_queue=dead_letter_queue) as inspector:
+        assert isinstance(inspector, BrokerInspector)
+        async with open_broker(url, dead_letter_queue=dead_letter_queue) as broker:
+            assert type(broker) is type(inspector)
+        await inspector.delete_queue(dead_letter_queue)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from vumi_like.broker.rabbitmq import _BackoffConnection
+from vumi_like.broker.reconnect import BackoffConnection
 
 
 def intervals_after_down_for(seconds: list[float]) -> list[float]:
     async def measure() -> list[float]:
-        connection = _BackoffConnection(
+        connection = BackoffConnection(
             "amqp://guest:guest@127.0.0.1:5672/", reconnect_interval=0.5
         )
         connection.max_reconnect_interval = 20.0
@@ -30,7 +30,7 @@ def test_reconnect_interval_grows_with_the_outage_between_its_bounds() -> None:
 def test_reconnect_waits_grow_about_one_and_a_half_times_each() -> None:
     # Replays aio-pika's loop: attempt, then sleep reconnect_interval, while down.
     async def waits() -> list[float]:
-        connection = _BackoffConnection(
+        connection = BackoffConnection(
             "amqp://guest:guest@127.0.0.1:5672/", reconnect_interval=1.0
         )
         connection.max_reconnect_interval = 30.0

@@ -8,8 +8,8 @@ import pytest
 import trio
 
 from tests.conftest import IN_CI
-from vumi_like.broker import open_broker
-from vumi_like.broker.rabbitmq import _BackoffConnection
+from vumi_like.broker import open_inspector
+from vumi_like.broker.reconnect import BackoffConnection
 from vumi_like.connectors import ReceiveOutboundConnector
 from vumi_like.messages import Message
 
@@ -40,10 +40,10 @@ async def test_consumers_resume_after_broker_restart_and_nothing_is_lost(
         if len(received) == total:
             all_received.set()
 
-    async with open_broker(amqp_url, reconnect_interval=0.5, publish_timeout=60) as broker:
+    async with open_inspector(amqp_url, reconnect_interval=0.5, publish_timeout=60) as broker:
         queue = f"{unique}.outbound"
         connection = broker._connection
-        assert isinstance(connection, _BackoffConnection)
+        assert isinstance(connection, BackoffConnection)
         try:
             async with trio.open_nursery() as nursery:
                 transport = ReceiveOutboundConnector(broker, unique, concurrency=10)

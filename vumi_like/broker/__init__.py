@@ -1,15 +1,21 @@
-"""Message brokers: the ``Broker`` interface, RabbitMQ (aio-pika) and in-memory."""
+"""Message brokers: the ``Broker`` interface, RabbitMQ (aio-pika) and in-memory.
+
+Workers get a ``Broker`` from ``open_broker``; operator tools get a ``BrokerInspector``
+(the same operations plus ``get``, ``purge`` and ``delete_queue``) from
+``open_inspector``. See ``base.py`` for why the two are apart.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     EXCHANGE,
     Broker,
     BrokerError,
+    BrokerInspector,
     Delivery,
     PublishError,
     Subscription,
@@ -20,19 +26,30 @@ __all__ = [
     "EXCHANGE",
     "Broker",
     "BrokerError",
+    "BrokerInspector",
     "Delivery",
     "PublishError",
     "Subscription",
     "open_broker",
+    "open_inspector",
 ]
 
 
-@asynccontextmanager
-async def open_broker(url: str, **options: object) -> AsyncIterator[Broker]:
+def open_broker(url: str, **options: object) -> AbstractAsyncContextManager[Broker]:
     """Open the broker named by ``url``: ``memory://`` or ``amqp://user:pass@host:port/vhost``.
 
-    ``options`` go to the implementation (``connect_timeout``, ``publish_timeout``...).
+    ``options`` go to the implementation: ``dead_letter_queue`` to both, and RabbitMQ's
+    timeouts (``connect_timeout``, ``publish_timeout``, ``reconnect_interval``,
+    ``max_reconnect_interval``, ``close_timeout``; see ``RabbitMQBroker``) to RabbitMQ
+    only.
     """
+    return open_inspector(url, **options)
+
+
+@asynccontextmanager
+async def open_inspector(url: str, **options: object) -> AsyncIterator[BrokerInspector]:
+    """Open the broker named by ``url`` for an operator tool: ``open_broker``, plus
+    ``get``, ``purge`` and ``delete_queue``. Takes the same ``options``."""
     if url.startswith("memory://"):
         from vumi_like.broker.memory import open_memory_broker
 

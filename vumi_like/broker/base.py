@@ -15,7 +15,19 @@ A broker is the small set of operations the connectors need from a message bus:
   delay. The broker holds it, not a sleeping task, so a retry survives a worker
   restart and occupies no prefetch slot.
 
-``memory.py`` and ``rabbitmq.py`` implement it side by side and pass one contract
+Operators need a few more, which no worker should call: a ``BrokerInspector`` is a
+broker that can also
+
+* ``get``: take one ready delivery without a consumer (``vumi-like dlq``);
+* ``purge``: drop a queue's ready messages;
+* ``delete_queue``: delete a queue and what is in it.
+
+They live apart so that the interface a worker is given stays the small one above:
+``open_broker`` promises a ``Broker``, ``open_inspector`` a ``BrokerInspector``. Both
+implementations are inspectors, so the two hand out the same kind of object; the
+split is in what each caller is promised, and so in what the type checker lets it call.
+
+``memory.py`` and ``rabbitmq.py`` implement both side by side and pass one contract
 test suite (``tests/broker/test_contract.py``). All methods are called from trio.
 """
 
@@ -191,21 +203,27 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def purge(self, queue: str) -> int:
-        """Drop every ready message in ``queue``; return how many. ``BrokerError`` if missing."""
+    async def aclose(self) -> None:
+        """Close the broker. Unsettled deliveries go back to their queues."""
 
-    @abc.abstractmethod
-    async def delete_queue(self, queue: str) -> None:
-        """Delete ``queue`` and what is in it (operators, tests)."""
+
+class BrokerInspector(Broker):
+    """A broker with the operator-only operations too (``vumi-like dlq``, tests).
+
+    Open one with ``open_inspector``; workers are given a plain ``Broker``.
+    """
 
     @abc.abstractmethod
     async def get(self, queue: str) -> Delivery | None:
         """Take one ready delivery from ``queue`` without a consumer, or ``None``.
 
-        For operator tools (``vumi-like dlq``); settle it with ``ack``/``requeue``.
-        ``BrokerError`` if the queue does not exist.
+        Settle it with ``ack``/``requeue``. ``BrokerError`` if the queue does not exist.
         """
 
     @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Close the broker. Unsettled deliveries go back to their queues."""
+    async def purge(self, queue: str) -> int:
+        """Drop every ready message in ``queue``; return how many. ``BrokerError`` if missing."""
+
+    @abc.abstractmethod
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` and what is in it. Deleting a missing queue does nothing."""

@@ -66,8 +66,8 @@ import trio
 
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
-    Broker,
     BrokerError,
+    BrokerInspector,
     Delivery,
     Headers,
     PublishError,
@@ -250,7 +250,7 @@ class _MemorySubscription(Subscription):
         return unsettled
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(BrokerInspector):
     """An in-process broker with RabbitMQ's semantics; see the module docstring.
 
     Open it with ``open_memory_broker``, which runs the timers of ``retry_later``.

@@ -1,56 +1,53 @@
 """RabbitMQ broker: aio-pika on a private asyncio loop in an I/O thread, bridged to trio.
 
-Why a thread: every worker above this module is trio, and aio-pika is asyncio. The
-obvious bridge, trio-asyncio wrapping each aio-pika call, costs a loop hand-over per
-call and measured ~440 msg/s with publisher confirms on a two-core machine, against
-~1,500-1,900 msg/s for plain asyncio. Here aio-pika runs untouched on its own loop in
-a dedicated thread, and the two sides exchange *batches*:
+The broker is four ideas, one module each:
 
-* trio -> asyncio: requests (publish, ack, requeue, declare...) are appended to a
-  ``deque``; ``loop.call_soon_threadsafe`` is called only on the empty -> non-empty
-  edge (``_io_wake_pending``), and the I/O side drains everything pending in one
-  pass. Under load one wake-up carries many requests.
-* asyncio -> trio: deliveries and request results come back the same way through
-  ``TrioToken.run_sync_soon``; a trio task waiting on a publish wakes when its
-  confirm, or its failure, arrives.
+* ``bridge.py``: why aio-pika runs in a thread of its own, and how requests and
+  results cross between it and trio in batches, with wake-ups only on the empty ->
+  non-empty edge;
+* ``aiormq_internals.py``: the publish and ack fast path that writes a pass's frames
+  straight onto aiormq's channels (the only code that touches aiormq's internals,
+  checked at import);
+* ``reconnect.py``: the robust connection and its growing wait between attempts;
+* this module: the broker itself, on the I/O side of the bridge: connecting,
+  declaring queues and delay buckets, publishing (fast path, or aiormq's own call
+  when the fast path steps aside), consuming, the inspector's operations, closing.
 
-The edge flag is safe without a lock because the drainer clears the flag *before*
-it starts popping: a producer that still sees the flag set appended before the
-drain began, so that drain will see its item; one that sees it cleared schedules a
-new drain (at worst an empty one).
+Publishing: a publish is one ``Publish`` request. The I/O side adds it to the pass's
+batch (fast path), or, when the channel is busy, closing or gone, spawns a task that
+publishes with aiormq's ``basic_publish`` and waits out a reconnect (up to
+``publish_timeout``) instead of failing at once. Either way the trio task waits for
+the confirm of its own message only, so confirms are pipelined. A confirm lost to a
+closing channel means the publish is made again once the channel is back: the broker
+may have had it, so it may arrive twice (at-least-once; handlers tolerate a second
+delivery).
 
-Publishing goes straight to the aiormq channel under aio-pika's robust channel, so
-confirms are pipelined (each publish waits only for its own confirm; thousands can
-be in flight) and the per-publish cost is one frame write plus one future.
+``retry_later`` is one ``Retry`` request too, not a declare round trip then a
+publish: when its delay bucket is already declared it is a publish to the bucket's
+exchange on the fast path; otherwise a task declares the bucket (once, however many
+retries wait for it) then publishes.
 
-Acks: handlers finish out of order, so ``multiple=True`` would only be safe for a
-contiguous finished prefix; we send single acks, many per I/O pass, without waiting
-for the socket to drain. A delivery remembers the aiormq channel it came on; after a
-reconnect that channel is closed and its delivery tags are void, so the ack is
-dropped and RabbitMQ redelivers the message (handlers must tolerate duplicates).
-
-Reconnection is aio-pika's robust connection: it re-declares the exchange, queues
-and bindings declared through it and re-registers consumers. The wait between
-attempts grows while the broker stays away (``_BackoffConnection``), so a fleet of
-workers does not hammer a RabbitMQ that is slow to come back. ``connected`` follows
-its close/reconnect callbacks, and a publish issued while disconnected waits for the
-reconnect (up to ``publish_timeout``) instead of failing at once.
+Acks: a delivery remembers the aiormq channel it came on. After a reconnect that
+channel is closed and its delivery tags are void, so the ack is dropped and RabbitMQ
+redelivers the message (handlers must tolerate duplicates). ``connected`` follows
+the connection's close and reconnect callbacks, so ``/health`` says ``down`` during
+an outage.
 
 Shutdown: consumers are cancelled and their channels closed by the subscription
-contexts (RabbitMQ requeues what was not acked), then the connection closes, the
-loop stops and the thread is joined. An unexpected error on the I/O side fails every
-waiting trio call with ``BrokerError`` rather than leaving it hanging.
+contexts (RabbitMQ requeues what was not acked), then the connection closes (within
+``close_timeout``), the loop stops and the thread is joined. An unexpected error on
+the I/O side fails every waiting trio call with ``BrokerError`` (``Bridge.fail``)
+rather than leaving it hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
-import threading
-import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -59,34 +56,25 @@ import structlog
 import trio
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
-from aiormq.abc import ChannelFrame
-from pamqp.header import ContentHeader
 
+from vumi_like.broker.aiormq_internals import Batch
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     DELAY_PREFIX,
     EXCHANGE,
-    Broker,
     BrokerError,
+    BrokerInspector,
     Delivery,
     Headers,
     PublishError,
     Subscription,
     delay_bucket_ms,
 )
+from vumi_like.broker.bridge import Bridge, Call, Pending, Publish, Request, Retry, Settle
+from vumi_like.broker.reconnect import CONNECT_ERRORS, CONNECTION_ERRORS, BackoffConnection
 from vumi_like.redaction import redact_text
 
 log = structlog.get_logger(__name__)
-
-# Errors that mean "the channel or connection went away": wait for the reconnect.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-)
-# ... and, when connecting, that the broker cannot be reached at all.
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError, *_CONNECTION_ERRORS)
 
 
 async def _aiormq_channel(channel: AbstractRobustChannel) -> aiormq.Channel:
@@ -94,27 +82,6 @@ async def _aiormq_channel(channel: AbstractRobustChannel) -> aiormq.Channel:
     underlay = await channel.get_underlay_channel()
     assert isinstance(underlay, aiormq.Channel)
     return underlay
-
-
-class _Pending:
-    """A trio task's handle on a request running in the I/O thread."""
-
-    __slots__ = ("error", "event", "result")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def settle(self, outcome: tuple[Any, BaseException | None]) -> None:
-        self.result, self.error = outcome
-        self.event.set()
-
-    async def wait(self) -> Any:
-        await self.event.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class _RabbitSubscription(Subscription):
@@ -138,45 +105,16 @@ class _RabbitSubscription(Subscription):
             raise StopAsyncIteration from None
 
 
-class _BackoffConnection(aio_pika.RobustConnection):
-    """A robust connection whose wait between reconnect attempts grows with the outage.
+class RabbitMQBroker(BrokerInspector):
+    """The broker, and the inspector, on RabbitMQ: open it with ``open_rabbitmq_broker``.
 
-    aio-pika sleeps ``reconnect_interval`` after each failed attempt, reading the
-    attribute every time; here it reads as half of how long the connection has been
-    down, kept between the configured interval and ``max_reconnect_interval``. So each
-    wait is about 1.5 times the one before, and back to the base once connected.
+    Every wait it makes has a deadline set here, in seconds: ``connect_timeout`` for
+    the first connection, ``publish_timeout`` for a publish that waits out an outage,
+    ``reconnect_interval`` and ``max_reconnect_interval`` for the growing wait between
+    reconnect attempts, ``close_timeout`` for the clean close in ``aclose`` (after it,
+    the I/O thread is stopped anyway and RabbitMQ requeues what was not acked).
     """
 
-    max_reconnect_interval = 30.0
-    _base_interval = 1.0
-    _down_since: float | None = None
-
-    @property
-    def reconnect_interval(self) -> float:
-        if self._down_since is None:
-            return self._base_interval
-        down_for = asyncio.get_running_loop().time() - self._down_since
-        return max(self._base_interval, min(self.max_reconnect_interval, down_for / 2))
-
-    @reconnect_interval.setter
-    def reconnect_interval(self, value: float) -> None:
-        self._base_interval = value
-
-    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
-        if self._down_since is None and not self.close_called:  # not our own close
-            self._down_since = asyncio.get_running_loop().time()
-        await super()._on_connection_close(closing)
-
-    async def _on_connected(self) -> None:
-        await super()._on_connected()
-        self._down_since = None
-
-
-# Request kinds sent to the I/O thread. Tuples, not objects: this is the hot path.
-_PUBLISH, _ACK, _REQUEUE, _CALL = range(4)
-
-
-class RabbitMQBroker(Broker):
     def __init__(
         self,
         url: str,
@@ -186,6 +124,7 @@ class RabbitMQBroker(Broker):
         publish_timeout: float = 30.0,
         reconnect_interval: float = 1.0,
         max_reconnect_interval: float = 30.0,
+        close_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.dead_letter_queue = dead_letter_queue
@@ -193,31 +132,28 @@ class RabbitMQBroker(Broker):
         self.publish_timeout = publish_timeout
         self.reconnect_interval = reconnect_interval
         self.max_reconnect_interval = max_reconnect_interval
+        self.close_timeout = close_timeout
         self._connected = False
         self._closed = False
         self._closing = False  # set in the I/O thread when aclose begins
-        self._failure: BaseException | None = None
-
-        # trio side
-        self._trio_token: trio.lowlevel.TrioToken | None = None
-        self._to_trio: deque[tuple[Callable[[Any], None], Any]] = deque()
-        self._trio_wake_pending = False
-        self._waiting: set[_Pending] = set()
         self._subscriptions: set[_RabbitSubscription] = set()
+        self._bridge = Bridge(
+            self._io_drain, on_failure=self._close_subscriptions, thread_name="vumi-like-amqp"
+        )
 
         # I/O side; touched only from the I/O thread once started
-        self._loop = asyncio.new_event_loop()
-        self._to_io: deque[tuple[Any, ...]] = deque()
-        self._io_wake_pending = False
-        self._thread = threading.Thread(target=self._run_loop, name="vumi-like-amqp", daemon=True)
+        self._loop = self._bridge.loop
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         # The concrete aiormq channel: the publish fast path uses its bookkeeping.
         self._publish_channel: aiormq.Channel | None = None
         self._reconnected: asyncio.Event | None = None
+        # Queues and delay buckets declared through this connection (aio-pika's robust
+        # channel declares them again after a reconnect).
         self._declared: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Delay buckets being declared: the retries waiting for one share its task.
+        self._declaring: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ trio side
 
@@ -226,41 +162,22 @@ class RabbitMQBroker(Broker):
         return self._connected and not self._closed
 
     async def start(self) -> None:
-        self._trio_token = trio.lowlevel.current_trio_token()
-        self._thread.start()
+        self._bridge.start()
         try:
             await self._call(self._io_connect)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self._stop_thread()
+                await self._bridge.stop()
             raise
 
-    def _submit(self, request: tuple[Any, ...]) -> None:
-        if self._closed and request[0] != _CALL:
+    async def _request(self, request: Publish | Retry | Call) -> Any:
+        if self._closed:
             raise BrokerError("the broker is closed")
-        self._to_io.append(request)
-        if not self._io_wake_pending:
-            self._io_wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain_to_io)
-
-    def _drain_to_trio(self) -> None:
-        self._trio_wake_pending = False
-        queue = self._to_trio
-        while queue:
-            fn, arg = queue.popleft()
-            fn(arg)
+        return await self._bridge.request(request)
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run coroutine function ``fn(*args)`` on the I/O loop; return its result here."""
-        if self._failure is not None:
-            raise BrokerError(f"the broker's I/O thread failed: {self._failure!r}")
-        pending = _Pending()
-        self._waiting.add(pending)
-        try:
-            self._submit((_CALL, fn, args, pending))
-            return await pending.wait()
-        finally:
-            self._waiting.discard(pending)
+        return await self._request(Call(fn, args, Pending()))
 
     async def declare_queue(self, queue: str) -> None:
         await self._call(self._io_declare_queue, queue)
@@ -268,34 +185,22 @@ class RabbitMQBroker(Broker):
     async def publish(
         self, routing_key: str, body: bytes, *, headers: Headers | None = None
     ) -> None:
-        await self._publish(EXCHANGE, routing_key, body, headers)
-
-    async def _publish(
-        self, exchange: str, routing_key: str, body: bytes, headers: Headers | None
-    ) -> None:
-        if self._failure is not None:
-            raise BrokerError(f"the broker's I/O thread failed: {self._failure!r}")
-        pending = _Pending()
-        self._waiting.add(pending)
-        try:
-            self._submit((_PUBLISH, exchange, routing_key, body, headers, pending))
-            await pending.wait()
-        finally:
-            self._waiting.discard(pending)
+        await self._request(Publish(EXCHANGE, routing_key, body, headers, Pending()))
 
     def ack(self, delivery: Delivery) -> None:
         if not self._closed:
-            self._submit((_ACK, delivery.tag))
+            self._bridge.submit(Settle(delivery.tag, True))
 
     def requeue(self, delivery: Delivery) -> None:
         if not self._closed:
-            self._submit((_REQUEUE, delivery.tag))
+            self._bridge.submit(Settle(delivery.tag, False))
 
     async def retry_later(
         self, queue: str, body: bytes, *, delay: float, headers: Headers | None = None
     ) -> None:
-        bucket = await self._call(self._io_declare_delay, delay_bucket_ms(delay))
-        await self._publish(bucket, queue, body, headers)
+        delay_ms = delay_bucket_ms(delay)
+        publish = Publish(f"{DELAY_PREFIX}{delay_ms}", queue, body, headers, Pending())
+        await self._request(Retry(publish, delay_ms))
 
     @contextlib.asynccontextmanager
     async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Subscription]:
@@ -328,140 +233,60 @@ class RabbitMQBroker(Broker):
         if self._closed:
             return
         try:
-            with trio.move_on_after(10):
+            with trio.move_on_after(self.close_timeout):
                 await self._call(self._io_close)
         finally:
             self._closed = True
-            for subscription in self._subscriptions:
-                subscription.broker_closed = True
-                subscription.send.close()
-            await self._stop_thread()
+            self._close_subscriptions()
+            await self._bridge.stop()
 
-    async def _stop_thread(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            await trio.to_thread.run_sync(self._thread.join)
-        for pending in list(self._waiting):
-            pending.settle((None, BrokerError("the broker was closed")))
-        self._loop.close()
+    def _close_subscriptions(self, _: BaseException | None = None) -> None:
+        """End every consumer: iterating one raises ``BrokerError`` from now on.
 
-    # ---------------------------------------------------------------- I/O thread
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            for task in asyncio.all_tasks(self._loop):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                self._loop.run_until_complete(asyncio.sleep(0))
-
-    def _to_trio_soon(self, fn: Callable[[Any], None], arg: Any) -> None:
-        self._to_trio.append((fn, arg))
-        if not self._trio_wake_pending:
-            self._trio_wake_pending = True
-            assert self._trio_token is not None
-            try:
-                self._trio_token.run_sync_soon(self._drain_to_trio)
-            except trio.RunFinishedError:
-                pass
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _drain_to_io(self) -> None:
-        self._io_wake_pending = False
-        queue = self._to_io
-        settles: list[tuple[Any, bool]] = []
-        # The pass's fast-path publishes, written as one entry: one socket write
-        # for the lot instead of one per message.
-        frames: list[Any] = []
-        try:
-            while queue:
-                request = queue.popleft()
-                kind = request[0]
-                if kind == _PUBLISH:
-                    self._io_publish_now(request, frames)
-                elif kind == _ACK:
-                    settles.append((request[1], True))
-                elif kind == _REQUEUE:
-                    settles.append((request[1], False))
-                else:
-                    _, fn, args, pending = request
-                    # What came before a call goes before it (a consumer's channel close).
-                    self._io_flush(frames, settles)
-                    frames, settles = [], []
-                    self._spawn(self._io_run_call(fn, args, pending))
-            self._io_flush(frames, settles)
-        except BaseException as exc:  # pragma: no cover - a bug in this module
-            self._fail(exc)
-
-    def _io_flush(self, frames: list[Any], settles: list[tuple[Any, bool]]) -> None:
-        """Queue ``frames`` (publishes) and the acks and requeues in ``settles`` for the
-        writer: one entry per channel, so one socket write for many messages."""
-        if frames:
-            channel = self._publish_channel
-            assert channel is not None  # the frames were built on it in this pass
-            channel.write_queue.put_nowait(
-                ChannelFrame.marshall(
-                    frames=frames, channel_number=channel.number, drain_future=None
-                )
-            )
-        by_channel: dict[aiormq.Channel, list[Any]] = {}
-        for (channel, delivery_tag), ack in settles:
-            frame: spec.Basic.Ack | spec.Basic.Nack
-            if ack:
-                frame = spec.Basic.Ack(delivery_tag=delivery_tag)
-            else:
-                frame = spec.Basic.Nack(delivery_tag=delivery_tag, requeue=True)
-            by_channel.setdefault(channel, []).append(frame)
-        for channel, channel_frames in by_channel.items():
-            closing = getattr(channel, "_Channel__close_event", None)
-            if (
-                channel.is_closed
-                or closing is None
-                or closing.is_set()
-                or channel.write_queue.full()
-            ):
-                # Closed or closing: aiormq's calls drop them; the tags are void after
-                # a reconnect and RabbitMQ redelivers. Full: the socket is behind, and
-                # aiormq's own calls wait for room.
-                self._spawn(self._io_settle(channel, channel_frames))
-                continue
-            channel.write_queue.put_nowait(
-                ChannelFrame.marshall(
-                    frames=channel_frames, channel_number=channel.number, drain_future=None
-                )
-            )
-
-    def _fail(self, exc: BaseException) -> None:
-        log.error("amqp I/O thread failed", error=repr(exc))
-        self._failure = exc
-        self._to_trio_soon(self._fail_waiters, exc)
-
-    def _fail_waiters(self, exc: BaseException) -> None:
-        for pending in list(self._waiting):
-            pending.settle((None, BrokerError(f"the broker's I/O thread failed: {exc!r}")))
-        # Consumers too: a worker must stop loudly, not wait for deliveries forever.
+        At close, and when the I/O side failed: a worker must stop loudly, not wait for
+        deliveries forever.
+        """
         for subscription in self._subscriptions:
             subscription.broker_closed = True
             subscription.send.close()
 
-    async def _io_run_call(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], pending: _Pending
-    ) -> None:
-        try:
-            result = await fn(*args)
-        except Exception as exc:
-            self._to_trio_soon(pending.settle, (None, _as_broker_error(exc)))
-        else:
-            self._to_trio_soon(pending.settle, (result, None))
+    # ---------------------------------------------------------------- I/O thread
 
-    async def _io_settle(self, channel: aiormq.Channel, frames: list[Any]) -> None:
-        """The slow path of ``_io_flush``'s acks and requeues: aiormq's own calls."""
+    def _io_drain(self, queue: deque[Request]) -> None:
+        """Handle every pending request: one I/O pass, called by the bridge."""
+        batch = Batch()
+        while queue:
+            request = queue.popleft()
+            match request:
+                case Publish():
+                    self._io_publish_now(request, batch)
+                case Settle():
+                    batch.settle(request.tag, request.ack)
+                case Retry():
+                    self._io_retry(request, batch)
+                case Call():
+                    # What came before a call goes before it (a consumer's channel close).
+                    self._io_write(batch)
+                    self._bridge.spawn(self._io_run_call(request))
+        self._io_write(batch)
+
+    def _io_write(self, batch: Batch) -> None:
+        """Write the pass's batch; acks and requeues it cannot write take aiormq's calls."""
+        for channel, frames in batch.write():
+            self._bridge.spawn(self._io_settle(channel, frames))
+
+    async def _io_run_call(self, call: Call) -> None:
+        try:
+            result = await call.fn(*call.args)
+        except Exception as exc:
+            self._bridge.to_trio_soon(call.pending.settle, (None, _as_broker_error(exc)))
+        else:
+            self._bridge.to_trio_soon(call.pending.settle, (result, None))
+
+    async def _io_settle(
+        self, channel: aiormq.Channel, frames: list[spec.Basic.Ack | spec.Basic.Nack]
+    ) -> None:
+        """The slow path of a batch's acks and requeues: aiormq's own calls."""
         for frame in frames:
             if channel.is_closed:
                 return  # void after a reconnect: RabbitMQ redelivers
@@ -470,7 +295,7 @@ class RabbitMQBroker(Broker):
                     await channel.basic_ack(frame.delivery_tag, wait=False)
                 else:
                     await channel.basic_nack(frame.delivery_tag, requeue=True, wait=False)
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 return
 
     async def _io_connect(self) -> None:
@@ -480,15 +305,15 @@ class RabbitMQBroker(Broker):
                 aio_pika.connect_robust(
                     self.url,
                     reconnect_interval=self.reconnect_interval,
-                    connection_class=_BackoffConnection,
+                    connection_class=BackoffConnection,
                 ),
                 timeout=self.connect_timeout,
             )
-        except _CONNECT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             raise BrokerError(
                 f"cannot connect to {redact_text(self.url)}: {exc or type(exc).__name__}"
             ) from None
-        assert isinstance(self._connection, _BackoffConnection)
+        assert isinstance(self._connection, BackoffConnection)
         self._connection.max_reconnect_interval = self.max_reconnect_interval
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
@@ -522,8 +347,37 @@ class RabbitMQBroker(Broker):
         await declared.bind(self._exchange, routing_key=queue)
         self._declared.add(queue)
 
-    async def _io_declare_delay(self, delay_ms: int) -> str:
-        """Declare the delay bucket for ``delay_ms``; return its exchange's name.
+    def _io_retry(self, retry: Retry, batch: Batch) -> None:
+        """A retry: a publish to its delay bucket, declared first if this is its first use."""
+        if retry.publish.exchange in self._declared:
+            self._io_publish_now(retry.publish, batch)
+        else:
+            self._bridge.spawn(self._io_declare_then_publish(retry))
+
+    async def _io_declare_then_publish(self, retry: Retry) -> None:
+        publish = retry.publish
+        try:
+            await self._io_declare_delay(publish.exchange, retry.delay_ms)
+        except Exception as exc:
+            self._bridge.to_trio_soon(publish.pending.settle, (None, _as_broker_error(exc)))
+            return
+        await self._io_publish(publish)
+
+    async def _io_declare_delay(self, name: str, delay_ms: int) -> None:
+        """Declare the delay bucket ``name`` for ``delay_ms``, once, however many wait."""
+        if name in self._declared:
+            return
+        declaring = self._declaring.get(name)
+        if declaring is None:
+            declaring = self._loop.create_task(self._io_declare_bucket(name, delay_ms))
+            self._declaring[name] = declaring
+            declaring.add_done_callback(lambda _: self._declaring.pop(name, None))
+        # Shielded: the retries waiting share the task, none of them owns it.
+        await asyncio.shield(declaring)
+
+    async def _io_declare_bucket(self, name: str, delay_ms: int) -> None:
+        """Declare the delay bucket ``name``: messages published to it come back after
+        ``delay_ms`` to the queue named by their routing key.
 
         Each bucket is a fanout exchange feeding a queue whose messages expire after
         ``delay_ms`` and are then dead-lettered to ``vumi``. A dead-lettered message
@@ -533,9 +387,6 @@ class RabbitMQBroker(Broker):
         TTL per bucket means every message in a bucket expires in arrival order: no
         message waits behind a longer-lived one at the head of the queue.
         """
-        name = f"{DELAY_PREFIX}{delay_ms}"
-        if name in self._declared:
-            return name
         assert self._channel is not None
         exchange = await self._channel.declare_exchange(
             name, aio_pika.ExchangeType.FANOUT, durable=True
@@ -547,85 +398,47 @@ class RabbitMQBroker(Broker):
         )
         await queue.bind(exchange)
         self._declared.add(name)
-        return name
 
-    def _io_publish_now(self, request: tuple[Any, ...], frames: list[Any]) -> None:
-        """Add one publish's frames to ``frames``, for ``_io_flush`` to write this pass.
-
-        This is aiormq's ``basic_publish`` without what a pipelined publisher does not
-        need per message: a task, a timeout scope, the lock round trip, a drain
-        future. It keeps aiormq's bookkeeping exactly (next delivery tag, the
-        confirmation future in ``confirmations``, ``message_id`` for returns). The
-        pass's publishes go out in one ``write_queue`` entry, in tag order, and nothing
-        else writes on the channel between this call and that flush (the pass is
-        synchronous), so frame order and tag order stay in step. Anything unusual (no
-        channel, the channel closing, an RPC in progress holding the lock) takes the
-        slow path, which also waits out a reconnect.
-        """
-        _, exchange, routing_key, body, headers, pending = request
-        channel = self._publish_channel
-        # aiormq's channel lock (name-mangled) is held by an RPC awaiting its reply.
-        # A full write queue means the socket is behind: the slow path waits for room.
-        lock = getattr(channel, "_Channel__lock", None)
-        if (
-            channel is None
-            or channel.is_closed
-            or lock is None
-            or lock.locked()
-            or channel.write_queue.full()
+    def _io_publish_now(self, publish: Publish, batch: Batch) -> None:
+        """Add ``publish`` to the pass's batch, or, if the fast path steps aside
+        (see ``aiormq_internals``), publish it with aiormq's own call in a task."""
+        if not batch.publish(
+            self._publish_channel,
+            publish.exchange,
+            publish.routing_key,
+            publish.body,
+            publish.headers,
+            functools.partial(self._io_confirmed, publish),
         ):
-            self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
-            return
-        message_id = uuid.uuid4().hex
+            self._bridge.spawn(self._io_publish(publish))
+
+    def _io_confirmed(self, publish: Publish, confirmation: asyncio.Future[Any]) -> None:
+        """aiormq settled the confirmation of a fast-path ``publish``: tell its waiter."""
+        if confirmation.cancelled():
+            error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
+        else:
+            error = confirmation.exception()
+        if error is None:
+            self._bridge.to_trio_soon(publish.pending.settle, (None, None))
+        elif isinstance(error, aiormq.exceptions.PublishError):
+            outcome = (None, _unroutable(publish.exchange, publish.routing_key))
+            self._bridge.to_trio_soon(publish.pending.settle, outcome)
+        elif isinstance(error, aiormq.exceptions.DeliveryError):
+            self._bridge.to_trio_soon(
+                publish.pending.settle, (None, _refused(publish.routing_key))
+            )
+        else:
+            # The channel went away before the confirm: publish again once it is
+            # back (at-least-once; the broker may have had it, handlers dedupe).
+            self._bridge.spawn(self._io_publish(publish))
+
+    async def _io_publish(self, publish: Publish) -> None:
+        """Publish with aiormq's ``basic_publish``, waiting out a reconnect (the slow path)."""
+        exchange, routing_key = publish.exchange, publish.routing_key
         properties = spec.Basic.Properties(
             delivery_mode=2,
             content_type="application/json",
-            headers=dict(headers) if headers else None,
-            message_id=message_id,
-        )
-        frames.append(
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
-        )
-        frames.append(ContentHeader(properties=properties, body_size=len(body)))
-        frames.extend(channel._split_body(body))
-        channel.delivery_tag += 1
-        delivery_tag = channel.delivery_tag
-        confirmation = channel.create_future()
-        channel.confirmations[delivery_tag] = confirmation
-        channel.message_id_delivery_tag[message_id] = delivery_tag
-
-        def confirmed(future: asyncio.Future[Any]) -> None:
-            if channel.message_id_delivery_tag.get(message_id) == delivery_tag:
-                del channel.message_id_delivery_tag[message_id]
-            if future.cancelled():
-                error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
-            else:
-                error = future.exception()
-            if error is None:
-                self._to_trio_soon(pending.settle, (None, None))
-            elif isinstance(error, aiormq.exceptions.PublishError):
-                self._to_trio_soon(pending.settle, (None, _unroutable(exchange, routing_key)))
-            elif isinstance(error, aiormq.exceptions.DeliveryError):
-                self._to_trio_soon(pending.settle, (None, _refused(routing_key)))
-            else:
-                # The channel went away before the confirm: publish again once it is
-                # back (at-least-once; the broker may have had it, handlers dedupe).
-                self._spawn(self._io_publish(exchange, routing_key, body, headers, pending))
-
-        confirmation.add_done_callback(confirmed)
-
-    async def _io_publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        headers: Headers | None,
-        pending: _Pending,
-    ) -> None:
-        properties = spec.Basic.Properties(
-            delivery_mode=2,
-            content_type="application/json",
-            headers=dict(headers) if headers else None,
+            headers=dict(publish.headers) if publish.headers else None,
         )
         deadline = self._loop.time() + self.publish_timeout
         try:
@@ -636,7 +449,7 @@ class RabbitMQBroker(Broker):
                         assert self._channel is not None
                         channel = self._publish_channel = await _aiormq_channel(self._channel)
                     confirm = await channel.basic_publish(
-                        body,
+                        publish.body,
                         exchange=exchange,
                         routing_key=routing_key,
                         properties=properties,
@@ -647,16 +460,16 @@ class RabbitMQBroker(Broker):
                     raise _unroutable(exchange, routing_key) from None
                 except aiormq.exceptions.DeliveryError:
                     raise _refused(routing_key) from None
-                except _CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS as exc:
                     await self._wait_reconnect(deadline, exc)
                     continue
                 if isinstance(confirm, spec.Basic.Nack):
                     raise _refused(routing_key)
                 break
         except BaseException as exc:
-            self._to_trio_soon(pending.settle, (None, _as_broker_error(exc)))
+            self._bridge.to_trio_soon(publish.pending.settle, (None, _as_broker_error(exc)))
         else:
-            self._to_trio_soon(pending.settle, (None, None))
+            self._bridge.to_trio_soon(publish.pending.settle, (None, None))
 
     async def _wait_reconnect(self, deadline: float, cause: BaseException) -> None:
         assert self._reconnected is not None and self._channel is not None
@@ -714,7 +527,7 @@ class RabbitMQBroker(Broker):
                 redelivered=bool(frame.redelivered),
                 tag=(message.channel, frame.delivery_tag),
             )
-            self._to_trio_soon(hand_over, delivery)
+            self._bridge.to_trio_soon(hand_over, delivery)
 
         async def start_consuming(*_: Any) -> None:
             underlay = await channel.get_underlay_channel()
