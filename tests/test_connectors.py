@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import structlog.testing
 import trio
+from pydantic import BaseModel
 
 from vumi_like.broker import Broker, BrokerError
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE, HEADER_DL_WORKER
 from vumi_like.connectors import (
+    JobConnector,
     PublishFailed,
     ReceiveInboundConnector,
     ReceiveOutboundConnector,
@@ -337,3 +340,71 @@ async def test_publish_without_a_running_broker_fails_clearly(unique: str):
     except BrokerError as exc:
         assert "127.0.0.1:1" in str(exc)
         assert "hunter2" not in str(exc)
+
+
+class _Job(BaseModel):
+    job_id: str
+    url: str
+
+    def log_ids(self) -> dict[str, str]:
+        return {"job_id": self.job_id}
+
+
+async def test_job_connector_hands_typed_jobs_to_its_handler_with_the_attempt(
+    broker: Broker, unique: str
+):
+    queue = f"{unique}.jobs"
+    seen: list[tuple[_Job, int]] = []
+    done = trio.Event()
+
+    async def handle(job: _Job, attempt: int) -> None:
+        seen.append((job, attempt))
+        if attempt == 0:
+            raise RetryLater(0.05, "receiver busy")
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        jobs = JobConnector(broker, queue, _Job)
+        await jobs.setup(nursery, handler=handle)
+        await jobs.publish(_Job(job_id="j1", url="http://x/"))
+        with trio.fail_after(10):
+            await done.wait()
+        await jobs.close()
+    assert seen == [
+        (_Job(job_id="j1", url="http://x/"), 0),
+        (_Job(job_id="j1", url="http://x/"), 1),
+    ]
+    assert await nothing_arrives(broker, queue, within=0.2)
+
+
+async def test_job_that_does_not_validate_goes_to_dead_letter_with_the_reason(
+    broker: Broker, unique: str
+):
+    queue = f"{unique}.jobs"
+    handled: list[_Job] = []
+    async with trio.open_nursery() as nursery:
+        jobs = JobConnector(broker, queue, _Job, worker_name="dispatcher")
+        await jobs.setup(nursery, handler=handled.append)
+        await broker.publish(queue, b'{"job_id": "j2"}')
+        [dead] = await receive(broker, broker.dead_letter_queue, 1)
+        await jobs.close()
+    assert handled == []
+    assert dead.body == b'{"job_id": "j2"}'
+    assert dead.headers[HEADER_DL_QUEUE] == queue
+    assert "invalid job" in dead.headers[HEADER_DL_ERROR]
+    assert "url: is required" in dead.headers[HEADER_DL_ERROR]
+
+
+async def test_publish_only_job_connector_declares_its_queue_and_consumes_nothing(
+    broker: Broker, unique: str
+):
+    queue = f"{unique}.jobs"
+    async with trio.open_nursery() as nursery:
+        jobs = JobConnector(broker, queue, _Job)
+        await jobs.setup(nursery)
+        await jobs.publish(_Job(job_id="j3", url="http://x/"))
+        with pytest.raises(TypeError):
+            await jobs.publish(make_message())  # type: ignore[arg-type]
+        await jobs.close()
+    [delivery] = await receive(broker, queue, 1)
+    assert _Job.model_validate_json(delivery.body).job_id == "j3"

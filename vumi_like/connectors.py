@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 import structlog
 import trio
+from pydantic import BaseModel, ValidationError
 
 from vumi_like.broker import Broker, BrokerError, Delivery
 from vumi_like.broker.base import HEADER_ATTEMPT
@@ -56,6 +57,7 @@ from vumi_like.messages import ENVELOPE_KINDS, EnvelopeKind, Event, InvalidEnvel
 from vumi_like.metrics import QueueMetrics
 from vumi_like.retry import RetryLater
 from vumi_like.sentry import report_exception
+from vumi_like.validation import describe_validation_error
 
 log = structlog.get_logger(__name__)
 
@@ -135,11 +137,13 @@ class BaseConnector:
         return metrics
 
     async def _publish(self, kind: EnvelopeKind, envelope: Message | Event) -> None:
-        queue = self._queue(kind)
         if filters := self._filters[kind]:
             envelope = await _through_filters(filters, envelope, self.name)
+        await self._publish_body(self._queue(kind), envelope.to_json())
+
+    async def _publish_body(self, queue: str, body: bytes) -> None:
         try:
-            await self.broker.publish(queue, envelope.to_json())
+            await self.broker.publish(queue, body)
         except BrokerError as exc:
             raise PublishFailed(f"publishing to {queue!r} failed: {exc}") from exc
         self.metrics_for(queue).published.inc()
@@ -345,6 +349,43 @@ class ReceiveOutboundConnector(BaseConnector):
         await self._publish("event", event)
 
 
+class JobConnector(BaseConnector):
+    """A work queue of typed jobs: the queue named ``name``, bodies ``job_model`` JSON.
+
+    For work a worker hands itself or another worker that is not a vumi envelope
+    (a webhook to deliver, say), with every promise the envelope connectors keep:
+    acked after the handler, dead-lettered with the reason when the body does not
+    validate or the handler raises, ``RetryLater`` held by the broker, ``attempt``
+    given to a handler that asks for it. Jobs pass through no middlewares. A job
+    model may define ``log_ids() -> dict[str, str]`` to name itself in log lines.
+    """
+
+    def __init__(self, broker: Broker, name: str, job_model: type[BaseModel], **options: Any):
+        super().__init__(broker, name, **options)
+        self.job_model = job_model
+
+    def _decode(self, body: bytes) -> BaseModel:
+        try:
+            return self.job_model.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidEnvelope(
+                [("job", describe_validation_error(exc, subject="the body"))], "job"
+            ) from None
+
+    async def setup(
+        self, nursery: trio.Nursery, *, handler: Handler | None = None, start: bool = True
+    ) -> None:
+        """Declare the queue and, given a ``handler``, consume it (unless ``start=False``)."""
+        consumers = [_Consumer(self.name, self._decode, handler)] if handler else []
+        await self._setup(nursery, consumers, [self.name], start)
+
+    async def publish(self, job: BaseModel) -> None:
+        """Put ``job`` on the queue; returns once the broker has it (``PublishFailed`` if not)."""
+        if not isinstance(job, self.job_model):
+            raise TypeError(f"expected a {self.job_model.__name__}, got {type(job).__name__}")
+        await self._publish_body(self.name, job.model_dump_json().encode())
+
+
 def _ids_in_raw(body: bytes) -> dict[str, str]:
     """The ids an undecodable body still names, for the log line about it."""
     try:
@@ -360,10 +401,13 @@ def _ids_in_raw(body: bytes) -> dict[str, str]:
     return {key: value for key, value in ids.items() if isinstance(value, str)}
 
 
-def _envelope_ids(envelope: Message | Event) -> dict[str, str]:
+def _envelope_ids(envelope: Any) -> dict[str, str]:
     if isinstance(envelope, Event):
         return {"event_id": envelope.event_id, "message_id": envelope.user_message_id}
-    return {"message_id": envelope.message_id}
+    if isinstance(envelope, Message):
+        return {"message_id": envelope.message_id}
+    log_ids = getattr(envelope, "log_ids", None)
+    return log_ids() if callable(log_ids) else {}
 
 
 async def _through_filters(

@@ -36,6 +36,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -45,6 +46,7 @@ from vumi_like.config import BaseConfig
 from vumi_like.connectors import (
     BaseConnector,
     Handler,
+    JobConnector,
     PublishFailed,
     ReceiveInboundConnector,
     ReceiveOutboundConnector,
@@ -58,6 +60,7 @@ __all__ = [
     "BaseWorker",
     "DuplicateConnectorError",
     "Handler",
+    "JobConnector",
     "PublishFailed",
     "ReceiveInboundConnector",
     "ReceiveOutboundConnector",
@@ -95,6 +98,7 @@ class BaseWorker:
         self._middleware_setup_lock = trio.Lock()
         self.receive_inbound_connectors: dict[str, ReceiveInboundConnector] = {}
         self.receive_outbound_connectors: dict[str, ReceiveOutboundConnector] = {}
+        self.job_connectors: dict[str, JobConnector] = {}
         self.http: QuartTrio | None = None
         self.http_addresses: list[str] = []  # where the HTTP server listens, once it does
         self._consuming = False
@@ -165,6 +169,20 @@ class BaseWorker:
         )
         return connector
 
+    async def setup_job_connector(
+        self, queue: str, job_model: type[BaseModel], handler: Handler | None = None
+    ) -> JobConnector:
+        """A work queue of ``job_model`` jobs; consumed by ``handler`` if given, else
+        publish-only (another worker consumes it)."""
+        if queue in self.job_connectors:
+            raise DuplicateConnectorError(f"duplicate job connector {queue!r}")
+        options = self._connector_options(queue)
+        del options["filters"]  # jobs pass through no middlewares
+        connector = JobConnector(self.broker, queue, job_model, **options)
+        self.job_connectors[queue] = connector
+        await connector.setup(self.nursery, handler=handler, start=self._consuming)
+        return connector
+
     def _connector_options(self, connector_name: str) -> dict[str, Any]:
         return {
             "worker_name": self.name,
@@ -196,6 +214,7 @@ class BaseWorker:
         return [
             *self.receive_inbound_connectors.values(),
             *self.receive_outbound_connectors.values(),
+            *self.job_connectors.values(),
         ]
 
     # -- life cycle
