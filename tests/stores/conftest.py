@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import require_service
+from vumi_like.stores import MessageStore, NewMessage, open_store
 
 POSTGRES_URL = os.environ.get(
     "VUMI_LIKE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -40,6 +43,15 @@ class StoreTarget:
     url: str
     options: dict[str, Any]
     path: Path | None = None  # the SQLite file
+
+    def open(self, **options: Any) -> AbstractAsyncContextManager[MessageStore]:
+        return open_store(self.url, **{**self.options, **options})
+
+    def psycopg_connect(self) -> psycopg.Connection[Any]:
+        """A connection of our own to the test's PostgreSQL schema."""
+        conn = psycopg.connect(libpq_url(self.url), autocommit=True)
+        conn.execute(f"SET search_path TO {self.options['schema']}")
+        return conn
 
 
 def _postgres_target() -> Iterator[StoreTarget]:
@@ -63,3 +75,43 @@ def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
 def postgres_target() -> Iterator[StoreTarget]:
     """For the tests of what only PostgreSQL has."""
     yield from _postgres_target()
+
+
+class FakeClock:
+    """The store's clock in tests: starts at ``now`` and moves 1 ms at every reading,
+    so that rows are created in a known order; ``set``/``advance`` jump it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+    def set(self, now: datetime) -> None:
+        self.now = now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def store(store_target: StoreTarget, clock: FakeClock) -> AsyncIterator[MessageStore]:
+    async with store_target.open(clock=clock) as s:
+        yield s
+
+
+def new_message(tenant: str = "acme", **fields: Any) -> NewMessage:
+    defaults: dict[str, Any] = {
+        "channel": "sms",
+        "message_type": "SMS",
+        "sender": "+27820000001",
+        "receiver": "+27820000002",
+        "content": "hello",
+    }
+    return NewMessage(tenant=tenant, **{**defaults, **fields})

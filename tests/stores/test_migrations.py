@@ -6,6 +6,7 @@ from importlib.resources import files
 from typing import Any
 
 import sqlalchemy as sa
+import trio
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -49,6 +50,17 @@ def test_upgrading_a_database_at_head_changes_nothing(store_target: StoreTarget)
     upgrade(store_target.url, **store_target.options)
     assert current_revision(store_target.url, **store_target.options) == head_revision()
     assert differences(store_target) == []
+
+
+async def test_replicas_opening_at_once_migrate_once(store_target: StoreTarget) -> None:
+    async def open_one() -> None:
+        async with store_target.open():
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(open_one)
+    assert current_revision(store_target.url, **store_target.options) == head_revision()
 
 
 def test_the_migrations_ship_inside_the_package() -> None:
