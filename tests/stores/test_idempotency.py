@@ -1,0 +1,101 @@
+"""Idempotency keys: one owner per key, replays of its answer, expiry and release."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.stores.conftest import FakeClock, StoreTarget
+from vumi_like.stores import ClaimOutcome, IdempotencyClaim, MessageStore, StoreError
+
+DAY = 24 * 60 * 60
+
+
+async def test_the_first_claim_of_a_key_owns_it(store: MessageStore) -> None:
+    assert await store.claim_idempotency_key("acme", "k", "h") == IdempotencyClaim(
+        outcome=ClaimOutcome.NEW
+    )
+
+
+async def test_the_same_request_again_is_in_progress_until_answered(store: MessageStore) -> None:
+    await store.claim_idempotency_key("acme", "k", "h")
+    claim = await store.claim_idempotency_key("acme", "k", "h")
+    assert claim.outcome is ClaimOutcome.IN_PROGRESS
+    assert claim.response_status is None
+
+
+async def test_the_same_request_after_the_answer_replays_it(store: MessageStore) -> None:
+    await store.claim_idempotency_key("acme", "k", "h")
+    await store.save_idempotent_response("acme", "k", 202, {"messages": [{"id": "m1"}]})
+    claim = await store.claim_idempotency_key("acme", "k", "h")
+    assert claim == IdempotencyClaim(
+        outcome=ClaimOutcome.REPLAY,
+        response_status=202,
+        response_body={"messages": [{"id": "m1"}]},
+    )
+
+
+async def test_another_request_with_the_key_is_a_mismatch(store: MessageStore) -> None:
+    await store.claim_idempotency_key("acme", "k", "h")
+    assert (await store.claim_idempotency_key("acme", "k", "other")).outcome is (
+        ClaimOutcome.MISMATCH
+    )
+    await store.save_idempotent_response("acme", "k", 200, {})
+    assert (await store.claim_idempotency_key("acme", "k", "other")).outcome is (
+        ClaimOutcome.MISMATCH
+    )
+
+
+async def test_an_expired_key_is_claimed_afresh(store: MessageStore, clock: FakeClock) -> None:
+    await store.claim_idempotency_key("acme", "k", "h", ttl=DAY)
+    await store.save_idempotent_response("acme", "k", 200, {"old": True})
+    clock.advance(DAY - 1)
+    assert (await store.claim_idempotency_key("acme", "k", "h2", ttl=DAY)).outcome is (
+        ClaimOutcome.MISMATCH
+    )
+    clock.advance(2)
+    assert (await store.claim_idempotency_key("acme", "k", "h2", ttl=DAY)).outcome is (
+        ClaimOutcome.NEW
+    )
+    # The new claim starts clean: no response of the old one is replayed.
+    assert (await store.claim_idempotency_key("acme", "k", "h2", ttl=DAY)).outcome is (
+        ClaimOutcome.IN_PROGRESS
+    )
+
+
+async def test_a_released_key_can_be_claimed_again(store: MessageStore) -> None:
+    await store.claim_idempotency_key("acme", "k", "h")
+    assert await store.release_idempotency_key("acme", "k") is True
+    assert (await store.claim_idempotency_key("acme", "k", "h")).outcome is ClaimOutcome.NEW
+
+
+async def test_an_answered_key_is_not_released(store: MessageStore) -> None:
+    await store.claim_idempotency_key("acme", "k", "h")
+    await store.save_idempotent_response("acme", "k", 201, None)
+    assert await store.release_idempotency_key("acme", "k") is False
+    claim = await store.claim_idempotency_key("acme", "k", "h")
+    assert (claim.outcome, claim.response_status) == (ClaimOutcome.REPLAY, 201)
+
+
+async def test_saving_a_response_needs_a_claim(store: MessageStore) -> None:
+    with pytest.raises(StoreError, match="not claimed"):
+        await store.save_idempotent_response("acme", "k", 200, {})
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["fresh", "expired"])
+async def test_of_concurrent_claims_across_replicas_exactly_one_is_new(
+    store_target: StoreTarget, clock: FakeClock, expired: bool
+) -> None:
+    outcomes: list[ClaimOutcome] = []
+    async with store_target.open(clock=clock) as one, store_target.open(clock=clock) as two:
+        if expired:
+            await one.claim_idempotency_key("acme", "k", "h", ttl=60)
+            clock.advance(120)
+
+        async def claim(store: MessageStore) -> None:
+            outcomes.append((await store.claim_idempotency_key("acme", "k", "h", ttl=60)).outcome)
+
+        async with trio.open_nursery() as nursery:
+            for number in range(16):
+                nursery.start_soon(claim, one if number % 2 else two)
+    assert sorted(outcomes) == sorted([ClaimOutcome.NEW] + [ClaimOutcome.IN_PROGRESS] * 15)

@@ -1,0 +1,72 @@
+"""The message store: message status and history, batches, webhook subscriptions and
+deliveries, idempotency keys, parties and OAuth2 clients, in SQLite or PostgreSQL.
+
+``MessageStore`` (``store.py``) is the async interface; ``status.py`` the rule by which a
+message's status moves; ``schema.py`` and ``migrations/`` the tables; ``migrate.py``
+upgrades a database's schema.
+"""
+
+from __future__ import annotations
+
+from vumi_like.stores.client_secrets import hash_secret, verify_secret
+from vumi_like.stores.errors import AlreadyExists, InvalidCursor, StoreError, StoreUnavailable
+from vumi_like.stores.migrate import current_revision, head_revision, upgrade
+from vumi_like.stores.models import (
+    ClaimOutcome,
+    ClientInfo,
+    DeliveryState,
+    Direction,
+    EventOutcome,
+    IdempotencyClaim,
+    NewBatch,
+    NewMessage,
+    Page,
+    Party,
+    StoredMessage,
+    Transition,
+    Webhook,
+    WebhookDelivery,
+)
+from vumi_like.stores.pagination import MAX_PAGE_SIZE
+from vumi_like.stores.status import (
+    LegacyStatus,
+    MessageStatus,
+    legacy_status,
+    next_status,
+    status_for_event,
+)
+from vumi_like.stores.store import MessageStore, open_store
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "AlreadyExists",
+    "ClaimOutcome",
+    "ClientInfo",
+    "DeliveryState",
+    "Direction",
+    "EventOutcome",
+    "IdempotencyClaim",
+    "InvalidCursor",
+    "LegacyStatus",
+    "MessageStatus",
+    "MessageStore",
+    "NewBatch",
+    "NewMessage",
+    "Page",
+    "Party",
+    "StoreError",
+    "StoreUnavailable",
+    "StoredMessage",
+    "Transition",
+    "Webhook",
+    "WebhookDelivery",
+    "current_revision",
+    "hash_secret",
+    "head_revision",
+    "legacy_status",
+    "next_status",
+    "open_store",
+    "status_for_event",
+    "upgrade",
+    "verify_secret",
+]

@@ -1,0 +1,246 @@
+"""The values the message store takes and returns: frozen attrs classes, no rows or dicts.
+
+Times that come out of the store are aware datetimes in UTC. Times going in may be aware
+(converted to UTC) or naive (taken as UTC already, as vumi envelopes write them).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+import attrs
+from attrs import validators
+
+from vumi_like.stores.status import MessageStatus
+
+__all__ = [
+    "MESSAGE_ID_LENGTH",
+    "ClaimOutcome",
+    "ClientInfo",
+    "DeliveryState",
+    "Direction",
+    "EventOutcome",
+    "IdempotencyClaim",
+    "NewBatch",
+    "NewMessage",
+    "Page",
+    "Party",
+    "StoredMessage",
+    "Transition",
+    "Webhook",
+    "WebhookDelivery",
+    "new_id",
+]
+
+T = TypeVar("T")
+
+# A vumi message_id is a uuid4 in hex; the column is sized for it, and checking the
+# length here makes SQLite (which ignores column sizes) refuse what PostgreSQL would.
+MESSAGE_ID_LENGTH = 32
+
+_message_id = validators.and_(
+    validators.instance_of(str), validators.min_len(1), validators.max_len(MESSAGE_ID_LENGTH)
+)
+
+
+def new_id() -> str:
+    """A fresh id as vumi makes them: a uuid4 in hex."""
+    return uuid.uuid4().hex
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+
+
+@attrs.frozen(kw_only=True)
+class NewMessage:
+    """A message to store: outbound (``create_messages``) or inbound (``record_inbound``).
+
+    ``payload`` holds what only some channels have (an e-mail's subject, html and
+    attachments); ``context`` is the client's own data, echoed in every webhook about the
+    message. ``status`` is the initial status of an outbound message: QUEUED, or
+    NO_FEEDBACK_SETTINGS_FOUND for a party we cannot reach. An inbound one is RECEIVED.
+    """
+
+    tenant: str
+    channel: str
+    message_type: str
+    sender: str
+    receiver: str
+    content: str | None = None
+    payload: dict[str, Any] = attrs.field(factory=dict)
+    context: dict[str, Any] = attrs.field(factory=dict)
+    batch_id: str | None = None
+    party_id: str | None = None
+    origin: str | None = None
+    issuer: str | None = None
+    in_reply_to: str | None = None
+    status: MessageStatus = MessageStatus.QUEUED
+    message_id: str = attrs.field(factory=new_id, validator=_message_id)
+
+
+@attrs.frozen(kw_only=True)
+class NewBatch:
+    """A batch to create with its messages (each of which names it as ``batch_id``)."""
+
+    tenant: str
+    batch_id: str = attrs.field(factory=new_id)
+
+
+@attrs.frozen(kw_only=True)
+class Transition:
+    """One event in a message's history, in the order the store applied them.
+
+    Every event is recorded, not only those that moved the status: an ack arriving
+    after the delivery report shows with ``status_before == status_after == DELIVERED``.
+    The first one of every message is ``event_type="created"``, ``status_before=None``.
+    ``occurred_at`` is the event's own time; ``recorded_at`` when the store applied it.
+    """
+
+    event_type: str
+    event_id: str | None
+    status_before: MessageStatus | None
+    status_after: MessageStatus
+    occurred_at: datetime
+    recorded_at: datetime
+    raw: dict[str, Any] | None
+
+    @property
+    def changed(self) -> bool:
+        return self.status_before != self.status_after
+
+
+@attrs.frozen(kw_only=True)
+class StoredMessage:
+    """A message as stored, with its current status.
+
+    ``transitions`` is filled by ``get_message`` only. Listings (``history``,
+    ``list_messages``) and ``apply_event`` leave it empty to stay one query; since every
+    stored message has at least its "created" transition, empty means "not loaded".
+    """
+
+    message_id: str
+    tenant: str
+    direction: Direction
+    channel: str
+    message_type: str
+    sender: str
+    receiver: str
+    content: str | None
+    payload: dict[str, Any]
+    context: dict[str, Any]
+    batch_id: str | None
+    party_id: str | None
+    origin: str | None
+    issuer: str | None
+    in_reply_to: str | None
+    status: MessageStatus
+    created_at: datetime
+    updated_at: datetime
+    transitions: tuple[Transition, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class EventOutcome:
+    """What ``apply_event`` did: the message as it is now, and the status move, if any.
+
+    ``duplicate`` means this event id was recorded for the message before, so nothing was
+    recorded or changed this time (a redelivery): don't send a webhook again for it.
+    """
+
+    message: StoredMessage
+    status_before: MessageStatus
+    status_after: MessageStatus
+    duplicate: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.status_before != self.status_after
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back for the next (None: last page)."""
+
+    items: tuple[T, ...]
+    next_cursor: str | None
+
+
+@attrs.frozen(kw_only=True)
+class Webhook:
+    """A tenant's subscription: POST to ``url`` when a message takes a status listed.
+
+    ``event_types`` are status codes (``DELIVERED``, ``MESSAGE_RECEIVED``...); empty means
+    all of them. ``secret`` signs the posts, so it is kept as given; it is left out of
+    ``repr`` so that it does not end up in a log.
+    """
+
+    webhook_id: str
+    tenant: str
+    url: str
+    event_types: tuple[str, ...]
+    secret: str = attrs.field(repr=False)
+    created_at: datetime
+
+    def wants(self, status_code: str) -> bool:
+        return not self.event_types or status_code in self.event_types
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@attrs.frozen(kw_only=True)
+class WebhookDelivery:
+    """Where one webhook post stands. ``delivery_id`` stays the same across retries."""
+
+    delivery_id: str
+    webhook_id: str
+    message_id: str
+    status_code: str
+    state: DeliveryState
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class ClaimOutcome(StrEnum):
+    NEW = "new"  # the caller owns the key now: do the work, then save the response
+    REPLAY = "replay"  # done before with the same request: answer with the saved response
+    IN_PROGRESS = "in_progress"  # the same request is being handled elsewhere right now
+    MISMATCH = "mismatch"  # the key was used for a different request
+
+
+@attrs.frozen(kw_only=True)
+class IdempotencyClaim:
+    """The answer to ``claim_idempotency_key``; the response is set for REPLAY only."""
+
+    outcome: ClaimOutcome
+    response_status: int | None = None
+    response_body: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class Party:
+    """How to reach a party (a recipient named by the client): a channel and an address."""
+
+    tenant: str
+    party_id: str
+    channel: str
+    address: str
+    updated_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class ClientInfo:
+    """An OAuth2 client, as operators list them: never its secret or the secret's hash."""
+
+    client_id: str
+    tenant: str
+    created_at: datetime

@@ -1,0 +1,283 @@
+"""Messages and their events: creating them, moving their status, and reading them back.
+
+``apply_event`` is where the monotonic rule (``stores/status.py``) meets concurrency.
+Two dispatcher replicas may take two events about one message at the same moment;
+each reads the status, works out the next one and writes it, and without a lock both
+would read QUEUED and the later write would win whatever it says. So the message row
+is read with ``SELECT ... FOR UPDATE`` (PostgreSQL), which makes the second reader wait
+until the first commits and then read its result. On SQLite the transaction already
+holds the database's write lock from its first statement (``BEGIN IMMEDIATE``, see
+``database.py``), and SQLAlchemy leaves FOR UPDATE out. Either way every event sees
+the status left by the one before it, so the audit trail is a chain: each row's
+``status_before`` is the previous row's ``status_after``.
+
+An event id already recorded for the message is a redelivery; it is looked up under
+the same lock, so it is found even when its first delivery committed a moment ago, and
+the unique constraint on ``(message_id, event_id)`` backs that up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from vumi_like.stores.errors import AlreadyExists, StoreError
+from vumi_like.stores.models import (
+    Direction,
+    EventOutcome,
+    NewBatch,
+    NewMessage,
+    Page,
+    StoredMessage,
+    Transition,
+)
+from vumi_like.stores.pagination import keyset_page
+from vumi_like.stores.queries import from_db, to_db
+from vumi_like.stores.schema import batches, message_events, messages
+from vumi_like.stores.status import MessageStatus, next_status
+
+__all__ = [
+    "apply_event",
+    "batch_statuses",
+    "create_messages",
+    "get_message",
+    "history",
+    "list_messages",
+    "record_inbound",
+]
+
+CREATED = "created"  # the event_type of a message's first transition
+
+# Listings go by creation time; the id breaks ties (a batch is created in one instant).
+_ORDER = (messages.c.created_at, messages.c.message_id)
+
+
+def _stored(message: NewMessage, direction: Direction, now: datetime) -> StoredMessage:
+    return StoredMessage(
+        message_id=message.message_id,
+        tenant=message.tenant,
+        direction=direction,
+        channel=message.channel,
+        message_type=message.message_type,
+        sender=message.sender,
+        receiver=message.receiver,
+        content=message.content,
+        payload=dict(message.payload),
+        context=dict(message.context),
+        batch_id=message.batch_id,
+        party_id=message.party_id,
+        origin=message.origin,
+        issuer=message.issuer,
+        in_reply_to=message.in_reply_to,
+        status=message.status if direction is Direction.OUTBOUND else MessageStatus.RECEIVED,
+        created_at=from_db(now),
+        updated_at=from_db(now),
+    )
+
+
+def _message_row(message: StoredMessage) -> dict[str, Any]:
+    row = attrs.asdict(message, recurse=False)
+    del row["transitions"]
+    # Enums go in as their values: psycopg would write an Enum's name.
+    row.update(
+        direction=message.direction.value,
+        status=message.status.value,
+        created_at=to_db(message.created_at),
+        updated_at=to_db(message.updated_at),
+    )
+    return row
+
+
+def _insert(conn: sa.Connection, stored: Sequence[StoredMessage], now: datetime) -> None:
+    try:
+        conn.execute(sa.insert(messages), [_message_row(m) for m in stored])
+    except sa.exc.IntegrityError:
+        raise AlreadyExists("a message with one of these ids exists already") from None
+    conn.execute(
+        sa.insert(message_events),
+        [
+            {
+                "message_id": m.message_id,
+                "event_id": None,
+                "event_type": CREATED,
+                "status_before": None,
+                "status_after": m.status.value,
+                "occurred_at": now,
+                "recorded_at": now,
+                "raw": None,
+            }
+            for m in stored
+        ],
+    )
+
+
+def create_messages(
+    conn: sa.Connection, new: Sequence[NewMessage], batch: NewBatch | None, now: datetime
+) -> list[StoredMessage]:
+    for message in new:
+        if message.status is MessageStatus.RECEIVED:
+            raise StoreError("an outbound message can't start RECEIVED; use record_inbound")
+        if batch is None and message.batch_id is not None:
+            raise StoreError(f"message {message.message_id} names a batch but none was given")
+        if batch is not None and (message.batch_id, message.tenant) != (
+            batch.batch_id,
+            batch.tenant,
+        ):
+            raise StoreError(f"message {message.message_id} is not of batch {batch.batch_id}")
+    if batch is not None:
+        row = attrs.asdict(batch) | {"created_at": now, "message_count": len(new)}
+        try:
+            conn.execute(sa.insert(batches), [row])
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(f"batch {batch.batch_id} exists already") from None
+    stored = [_stored(message, Direction.OUTBOUND, now) for message in new]
+    if stored:
+        _insert(conn, stored, now)
+    return stored
+
+
+def record_inbound(conn: sa.Connection, new: NewMessage, now: datetime) -> StoredMessage:
+    if new.batch_id is not None:
+        raise StoreError("an inbound message belongs to no batch")
+    stored = _stored(new, Direction.INBOUND, now)
+    _insert(conn, [stored], now)
+    return stored
+
+
+def _from_row(row: sa.Row[Any]) -> StoredMessage:
+    values = row._asdict()
+    values.update(
+        direction=Direction(row.direction),
+        status=MessageStatus(row.status),
+        created_at=from_db(row.created_at),
+        updated_at=from_db(row.updated_at),
+    )
+    return StoredMessage(**values)
+
+
+def _transition(row: sa.Row[Any]) -> Transition:
+    return Transition(
+        event_type=row.event_type,
+        event_id=row.event_id,
+        status_before=None if row.status_before is None else MessageStatus(row.status_before),
+        status_after=MessageStatus(row.status_after),
+        occurred_at=from_db(row.occurred_at),
+        recorded_at=from_db(row.recorded_at),
+        raw=row.raw,
+    )
+
+
+def get_message(conn: sa.Connection, tenant: str, message_id: str) -> StoredMessage | None:
+    row = conn.execute(
+        sa.select(messages).where(messages.c.message_id == message_id, messages.c.tenant == tenant)
+    ).one_or_none()
+    if row is None:
+        return None
+    events = conn.execute(
+        sa.select(message_events)
+        .where(message_events.c.message_id == message_id)
+        .order_by(message_events.c.id)
+    )
+    return attrs.evolve(_from_row(row), transitions=tuple(_transition(e) for e in events))
+
+
+def apply_event(
+    conn: sa.Connection,
+    message_id: str,
+    event_id: str | None,
+    event_type: str,
+    proposed: MessageStatus,
+    occurred_at: datetime,
+    raw: dict[str, Any] | None,
+    now: datetime,
+) -> EventOutcome | None:
+    row = conn.execute(
+        sa.select(messages).where(messages.c.message_id == message_id).with_for_update()
+    ).one_or_none()
+    if row is None:
+        return None
+    message = _from_row(row)
+    current = message.status
+    if event_id is not None:
+        seen = conn.execute(
+            sa.select(message_events.c.id).where(
+                message_events.c.message_id == message_id, message_events.c.event_id == event_id
+            )
+        ).first()
+        if seen is not None:
+            return EventOutcome(
+                message=message, status_before=current, status_after=current, duplicate=True
+            )
+    after = next_status(current, proposed)
+    conn.execute(
+        sa.insert(message_events),
+        [
+            {
+                "message_id": message_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "status_before": current.value,
+                "status_after": after.value,
+                "occurred_at": to_db(occurred_at),
+                "recorded_at": now,
+                "raw": raw,
+            }
+        ],
+    )
+    if after != current:
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.message_id == message_id)
+            .values(status=after.value, updated_at=now)
+        )
+        message = attrs.evolve(message, status=after, updated_at=from_db(now))
+    return EventOutcome(
+        message=message, status_before=current, status_after=after, duplicate=False
+    )
+
+
+def batch_statuses(
+    conn: sa.Connection, tenant: str, batch_id: str
+) -> list[tuple[str, MessageStatus]] | None:
+    found = conn.execute(
+        sa.select(batches.c.batch_id).where(
+            batches.c.batch_id == batch_id, batches.c.tenant == tenant
+        )
+    ).first()
+    if found is None:
+        return None
+    rows = conn.execute(
+        sa.select(messages.c.message_id, messages.c.status)
+        .where(messages.c.batch_id == batch_id, messages.c.tenant == tenant)
+        .order_by(messages.c.created_at, messages.c.message_id)
+    )
+    return [(row.message_id, MessageStatus(row.status)) for row in rows]
+
+
+def history(
+    conn: sa.Connection,
+    tenant: str,
+    party_id: str,
+    from_date: date | None,
+    to_date: date | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[StoredMessage]:
+    query = sa.select(messages).where(messages.c.tenant == tenant, messages.c.party_id == party_id)
+    if from_date is not None:
+        query = query.where(messages.c.created_at >= datetime.combine(from_date, time.min))
+    if to_date is not None:  # inclusive: everything before the next day starts
+        end = datetime.combine(to_date + timedelta(days=1), time.min)
+        query = query.where(messages.c.created_at < end)
+    return keyset_page(conn, "history", query, _ORDER, cursor, limit, _from_row)
+
+
+def list_messages(
+    conn: sa.Connection, tenant: str, cursor: str | None, limit: int
+) -> Page[StoredMessage]:
+    query = sa.select(messages).where(messages.c.tenant == tenant)
+    return keyset_page(conn, "messages", query, _ORDER, cursor, limit, _from_row)

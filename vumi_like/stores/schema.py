@@ -1,0 +1,164 @@
+"""The message store's tables, as SQLAlchemy Core metadata, the same on SQLite and PostgreSQL.
+
+This is the schema the code expects; ``migrations/versions`` builds it, and a test checks
+that a freshly migrated database matches this metadata exactly on both databases. A
+change here needs a new migration beside it.
+
+Choices that hold for every table:
+
+* Times are ``DateTime`` without a time zone, always UTC. Both databases then store and
+  compare them the same way (SQLite has no time zones; PostgreSQL's ``timestamptz``
+  would hand back the session's zone). The store converts to aware UTC on the way out.
+* Ids we mint are uuid4 hex; ids a client chooses (batch, party, idempotency key) and
+  free text are unbounded ``String``/``Text``, so SQLite and PostgreSQL accept the
+  same values. Limits on what a client may send belong to the API that reads it.
+* JSON columns are ``sa.JSON``: ``json`` on PostgreSQL, text on SQLite. Nothing queries
+  inside them; they are handed back whole.
+* Constraint and index names are fixed (the naming convention, or given), so the
+  migration names them identically on both databases.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "batches",
+    "clients",
+    "idempotency_keys",
+    "message_events",
+    "messages",
+    "metadata",
+    "parties",
+    "webhook_deliveries",
+    "webhooks",
+]
+
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+_ID = sa.String(32)  # uuid4 hex
+_JSON = sa.JSON(none_as_null=True)  # Python None is SQL NULL, not the JSON text "null"
+
+
+def _time(name: str, nullable: bool = False) -> sa.Column[object]:
+    return sa.Column(name, sa.DateTime(), nullable=nullable)
+
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("message_id", _ID, primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),  # outbound | inbound
+    sa.Column("channel", sa.String(), nullable=False),
+    sa.Column("message_type", sa.String(), nullable=False),  # SMS, EMAIL, WEB_MESSAGE...
+    sa.Column("sender", sa.String(), nullable=False),
+    sa.Column("receiver", sa.String(), nullable=False),
+    sa.Column("content", sa.Text(), nullable=True),
+    sa.Column("payload", _JSON, nullable=False),
+    sa.Column("context", _JSON, nullable=False),
+    sa.Column("batch_id", sa.String(), nullable=True),
+    sa.Column("party_id", sa.String(), nullable=True),
+    sa.Column("origin", sa.String(), nullable=True),  # x-origin
+    sa.Column("issuer", sa.String(), nullable=True),  # x-issuer
+    sa.Column("in_reply_to", sa.String(), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    _time("created_at"),
+    _time("updated_at"),
+    # History of a party, by date; the whole tenant's list, in keyset order; a batch.
+    sa.Index("ix_messages_tenant_party_created", "tenant", "party_id", "created_at"),
+    sa.Index("ix_messages_tenant_created_id", "tenant", "created_at", "message_id"),
+    sa.Index("ix_messages_batch_id", "batch_id"),
+)
+
+# The audit trail: one row per event applied to a message (and one for its creation).
+message_events = sa.Table(
+    "message_events",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("message_id", _ID, sa.ForeignKey("messages.message_id"), nullable=False),
+    sa.Column("event_id", sa.String(), nullable=True),
+    sa.Column("event_type", sa.String(), nullable=False),
+    sa.Column("status_before", sa.String(32), nullable=True),
+    sa.Column("status_after", sa.String(32), nullable=False),
+    _time("occurred_at"),
+    _time("recorded_at"),
+    sa.Column("raw", _JSON, nullable=True),
+    # A redelivered event is recorded once. NULL event ids never collide (SQL's NULLs
+    # are distinct on both databases), so events without an id are all kept.
+    sa.UniqueConstraint("message_id", "event_id"),
+    sa.Index("ix_message_events_message_id_id", "message_id", "id"),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("batch_id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    _time("created_at"),
+    sa.Column("message_count", sa.Integer(), nullable=False),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("webhook_id", _ID, primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("event_types", _JSON, nullable=False),  # status codes; [] means all
+    sa.Column("secret", sa.Text(), nullable=False),  # needed to sign, so not hashed
+    _time("created_at"),
+    sa.Index("ix_webhooks_tenant_created", "tenant", "created_at"),
+)
+
+# No foreign keys here: a delivery is a log line about a post, and a webhook deleted
+# while one of its posts is being retried must not make recording that post fail.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(), primary_key=True),
+    sa.Column("webhook_id", _ID, nullable=False),
+    sa.Column("message_id", _ID, nullable=False),
+    sa.Column("status_code", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    _time("updated_at"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("tenant", sa.String(), primary_key=True),
+    sa.Column("key", sa.String(), primary_key=True),
+    sa.Column("request_hash", sa.String(), nullable=False),
+    sa.Column("response_status", sa.Integer(), nullable=True),  # NULL until answered
+    sa.Column("response_body", _JSON, nullable=True),
+    _time("created_at"),
+)
+
+parties = sa.Table(
+    "parties",
+    metadata,
+    sa.Column("tenant", sa.String(), primary_key=True),
+    sa.Column("party_id", sa.String(), primary_key=True),
+    sa.Column("channel", sa.String(), nullable=False),
+    sa.Column("address", sa.String(), nullable=False),
+    _time("updated_at"),
+)
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("client_id", sa.String(), primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("secret_hash", sa.Text(), nullable=False),  # see client_secrets.py
+    _time("created_at"),
+)

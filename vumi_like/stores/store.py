@@ -1,0 +1,375 @@
+"""``MessageStore``: the message store's async interface, over SQLite or PostgreSQL.
+
+Why threads
+-----------
+The store uses SQLAlchemy Core with its synchronous drivers (sqlite3, psycopg 3) in
+worker threads, one ``trio.to_thread.run_sync`` per call. The async drivers and
+SQLAlchemy's async mode run only on asyncio; running them on the broker's asyncio loop
+would let a slow query delay heartbeats and acks. A thread hop costs tens of
+microseconds against a query's network round trip.
+
+The threads are bounded by the store's own ``CapacityLimiter`` (``max_threads``), not
+trio's shared default one: a burst of queries then waits in trio, cancellably, rather
+than taking every default thread that other parts of the worker (SMTP, DNS) need, and
+the connection pool is as large as the limit, so a thread never waits for a connection.
+
+Why calls are not abandoned on cancellation
+-------------------------------------------
+A query in a thread cannot be interrupted, so a cancelled task still waits for its
+thread (``abandon_on_cancel`` stays off). Abandoning a write would leave the caller not
+knowing whether its transaction committed: a dispatcher cancelled at shutdown would
+treat an applied event as not applied, or the reverse, and an abandoned thread could
+still be using a connection when ``aclose`` disposes of the pool. Instead every wait is
+bounded by the database (statement, lock and busy timeouts; see ``database.py``), so a
+cancelled task resumes within ``statement_timeout`` at worst, knowing the outcome.
+
+Each method is one transaction. Times in and out are as ``models.py`` says.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import trio
+
+from vumi_like.stores import migrate
+from vumi_like.stores.client_secrets import decoy_hash, hash_secret, verify_secret
+from vumi_like.stores.database import Database, database_url, translated_errors
+from vumi_like.stores.errors import StoreError
+from vumi_like.stores.models import (
+    ClientInfo,
+    DeliveryState,
+    EventOutcome,
+    IdempotencyClaim,
+    NewBatch,
+    NewMessage,
+    Page,
+    Party,
+    StoredMessage,
+    Webhook,
+    WebhookDelivery,
+)
+from vumi_like.stores.pagination import MAX_PAGE_SIZE
+from vumi_like.stores.queries import clients, idempotency, messages, parties, to_db, webhooks
+from vumi_like.stores.status import MessageStatus
+
+__all__ = ["MessageStore", "open_store"]
+
+T = TypeVar("T")
+
+DEFAULT_IDEMPOTENCY_TTL = 24 * 60 * 60.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _tenant_if_verified(secret: str, found: tuple[str, str] | None) -> str | None:
+    if found is None:
+        # Checked against a decoy all the same, so that the answer takes as long.
+        verify_secret(secret, decoy_hash())
+        return None
+    tenant, stored = found
+    return tenant if verify_secret(secret, stored) else None
+
+
+class MessageStore:
+    """The message store at ``url``: ``sqlite:///path/file.db`` or ``postgresql://...``.
+
+    Options: ``max_threads`` (concurrent queries, default 8), ``statement_timeout``
+    (seconds any query or lock wait may take, default 5), ``pool_size`` (connections,
+    default ``max_threads``), ``upgrade`` (migrate the schema to head on open, default
+    True; if False, open refuses a schema that is not at head), ``schema`` (PostgreSQL:
+    the schema holding the tables), ``clock`` (returns the current time, aware).
+
+    Construction checks the URL and options (``StoreError``) and touches nothing.
+    ``await open()`` (or ``async with``) connects and migrates, raising
+    ``StoreUnavailable`` if the database can't be reached; a method called on a store
+    that isn't open raises ``StoreError``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_threads: int = 8,
+        statement_timeout: float = 5.0,
+        pool_size: int | None = None,
+        upgrade: bool = True,
+        schema: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if max_threads < 1:
+            raise StoreError(f"max_threads must be at least 1, got {max_threads}")
+        if statement_timeout <= 0:
+            raise StoreError(f"statement_timeout must be positive, got {statement_timeout}")
+        database_url(url)  # a URL we can't use is refused here, before anything runs
+        self._url = url
+        self._statement_timeout = statement_timeout
+        self._pool_size = max_threads if pool_size is None else pool_size
+        self._schema = schema
+        self._upgrade = upgrade
+        self._clock = clock
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._database: Database | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._database is not None:
+            raise StoreError("the message store is open already")
+        database = Database(
+            self._url,
+            statement_timeout=self._statement_timeout,
+            pool_size=self._pool_size,
+            schema=self._schema,
+        )
+        try:
+            await trio.to_thread.run_sync(self._prepare, database, limiter=self._limiter)
+        except BaseException:
+            database.dispose()
+            raise
+        self._database = database
+
+    def _prepare(self, database: Database) -> None:
+        if self._upgrade:
+            timeout = max(migrate.MIGRATION_TIMEOUT, self._statement_timeout)
+            migrate.upgrade(self._url, schema=database.schema, statement_timeout=timeout)
+        revision = database.transaction(migrate.revision_of, read_only=True)
+        if revision != migrate.head_revision():
+            raise StoreError(
+                f"the message store at {database.display} has schema {revision}, this code "
+                f"needs {migrate.head_revision()}: run `vumi-like db upgrade`"
+            )
+
+    async def aclose(self) -> None:
+        database, self._database = self._database, None
+        if database is not None:
+            with translated_errors(database.display):
+                await trio.to_thread.run_sync(database.dispose, limiter=self._limiter)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, read_only: bool = False) -> T:
+        """``fn(connection, *args)`` in one transaction on a worker thread."""
+        if self._database is None:
+            raise StoreError("the message store is not open")
+        call = functools.partial(self._database.transaction, fn, *args, read_only=read_only)
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _now(self) -> datetime:
+        return to_db(self._clock())
+
+    # -- messages ---------------------------------------------------------------------
+
+    async def create_messages(
+        self, new: Sequence[NewMessage], *, batch: NewBatch | None = None
+    ) -> list[StoredMessage]:
+        """Store outbound messages, and their batch if given, all or none.
+
+        Each starts with its ``status`` (QUEUED unless said otherwise) and a "created"
+        transition. With ``batch``, every message must name it and share its tenant.
+        ``AlreadyExists`` if a message or the batch id is taken.
+        """
+        return await self._run(messages.create_messages, list(new), batch, self._now())
+
+    async def record_inbound(self, new: NewMessage) -> StoredMessage:
+        """Store an inbound message, RECEIVED (whatever ``new.status`` says)."""
+        return await self._run(messages.record_inbound, new, self._now())
+
+    async def get_message(self, tenant: str, message_id: str) -> StoredMessage | None:
+        """The tenant's message with its transitions in order; None if it has no such one."""
+        return await self._run(messages.get_message, tenant, message_id, read_only=True)
+
+    async def apply_event(
+        self,
+        message_id: str,
+        *,
+        event_id: str | None,
+        event_type: str,
+        proposed_status: MessageStatus,
+        occurred_at: datetime,
+        raw: dict[str, Any] | None,
+    ) -> EventOutcome | None:
+        """Record an event about a message and move its status forwards if it may.
+
+        The status becomes ``next_status(current, proposed_status)``; the event is
+        recorded either way, with the status before and after, unless its ``event_id``
+        was recorded for this message before (``duplicate=True``: nothing recorded).
+        Safe against concurrent calls for one message (``queries/messages.py``).
+        None if there is no such message.
+        """
+        return await self._run(
+            messages.apply_event,
+            message_id,
+            event_id,
+            str(event_type),
+            MessageStatus(proposed_status),
+            occurred_at,
+            raw,
+            self._now(),
+        )
+
+    async def batch_statuses(
+        self, tenant: str, batch_id: str
+    ) -> list[tuple[str, MessageStatus]] | None:
+        """Each message of the tenant's batch with its status; None if no such batch."""
+        return await self._run(messages.batch_statuses, tenant, batch_id, read_only=True)
+
+    async def history(
+        self,
+        tenant: str,
+        party_id: str,
+        *,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page[StoredMessage]:
+        """The party's messages, both directions, oldest first, by UTC date (inclusive)."""
+        return await self._run(
+            messages.history, tenant, party_id, from_date, to_date, cursor, limit, read_only=True
+        )
+
+    async def list_messages(
+        self, tenant: str, *, cursor: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Page[StoredMessage]:
+        """All the tenant's messages, oldest first."""
+        return await self._run(messages.list_messages, tenant, cursor, limit, read_only=True)
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    async def add_webhook(
+        self, tenant: str, url: str, event_types: Sequence[str], secret: str
+    ) -> Webhook:
+        """Subscribe ``url`` to the status codes in ``event_types`` (empty: all)."""
+        if isinstance(event_types, str):
+            raise StoreError("event_types is a list of status codes, not one string")
+        codes = tuple(event_types)
+        return await self._run(webhooks.add_webhook, tenant, url, codes, secret, self._now())
+
+    async def get_webhook(self, tenant: str, webhook_id: str) -> Webhook | None:
+        return await self._run(webhooks.get_webhook, tenant, webhook_id, read_only=True)
+
+    async def list_webhooks(
+        self, tenant: str, *, cursor: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Page[Webhook]:
+        """The tenant's webhooks, oldest first."""
+        return await self._run(webhooks.list_webhooks, tenant, cursor, limit, read_only=True)
+
+    async def delete_webhook(self, tenant: str, webhook_id: str) -> bool:
+        """Remove the tenant's webhook; False if it had no such one."""
+        return await self._run(webhooks.delete_webhook, tenant, webhook_id)
+
+    async def webhooks_for(self, tenant: str, status_code: str) -> list[Webhook]:
+        """The tenant's webhooks that want ``status_code`` (``DELIVERED``, ...)."""
+        return await self._run(webhooks.webhooks_for, tenant, status_code, read_only=True)
+
+    async def record_delivery(
+        self,
+        delivery_id: str,
+        webhook_id: str,
+        message_id: str,
+        status_code: str,
+        state: DeliveryState | str,
+        attempts: int,
+        last_error: str | None = None,
+    ) -> None:
+        """Create or update the record of one webhook post (see ``queries/webhooks.py``)."""
+        await self._run(
+            webhooks.record_delivery,
+            delivery_id,
+            webhook_id,
+            message_id,
+            status_code,
+            DeliveryState(state),
+            attempts,
+            last_error,
+            self._now(),
+        )
+
+    async def get_delivery(self, delivery_id: str) -> WebhookDelivery | None:
+        return await self._run(webhooks.get_delivery, delivery_id, read_only=True)
+
+    # -- idempotency keys -------------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, tenant: str, key: str, request_hash: str, *, ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    ) -> IdempotencyClaim:
+        """Claim ``key`` for a request (see ``queries/idempotency.py``).
+
+        A claim older than ``ttl`` seconds is forgotten and the key claimed afresh.
+        """
+        now = self._now()
+        return await self._run(idempotency.claim, tenant, key, request_hash, ttl, now)
+
+    async def save_idempotent_response(
+        self, tenant: str, key: str, status: int, body: Any
+    ) -> None:
+        """Keep the response to the request that claimed ``key``, for replays."""
+        await self._run(idempotency.save_response, tenant, key, status, body)
+
+    async def release_idempotency_key(self, tenant: str, key: str) -> bool:
+        """Give up a claim still in progress (the request failed before sending anything)."""
+        return await self._run(idempotency.release, tenant, key)
+
+    # -- parties ----------------------------------------------------------------------
+
+    async def set_party(self, tenant: str, party_id: str, channel: str, address: str) -> Party:
+        """Create or replace how to reach the tenant's party ``party_id``."""
+        return await self._run(parties.set_party, tenant, party_id, channel, address, self._now())
+
+    async def get_party(self, tenant: str, party_id: str) -> Party | None:
+        return await self._run(parties.get_party, tenant, party_id, read_only=True)
+
+    async def delete_party(self, tenant: str, party_id: str) -> bool:
+        return await self._run(parties.delete_party, tenant, party_id)
+
+    async def list_parties(
+        self, tenant: str, *, cursor: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Page[Party]:
+        """The tenant's parties, by id."""
+        return await self._run(parties.list_parties, tenant, cursor, limit, read_only=True)
+
+    # -- OAuth2 clients ---------------------------------------------------------------
+
+    async def add_client(self, client_id: str, tenant: str, secret: str) -> None:
+        """Register a client of ``tenant``; ``AlreadyExists`` if ``client_id`` is taken."""
+        # Hashed first, on its own thread hop: no transaction waits for scrypt.
+        secret_hash = await trio.to_thread.run_sync(hash_secret, secret, limiter=self._limiter)
+        await self._run(clients.add_client, client_id, tenant, secret_hash, self._now())
+
+    async def verify_client(self, client_id: str, secret: str) -> str | None:
+        """The client's tenant if ``secret`` is its secret; None otherwise."""
+        found = await self._run(clients.client_credentials, client_id, read_only=True)
+        return await trio.to_thread.run_sync(
+            _tenant_if_verified, secret, found, limiter=self._limiter
+        )
+
+    async def list_clients(self) -> list[ClientInfo]:
+        return await self._run(clients.list_clients, read_only=True)
+
+    async def remove_client(self, client_id: str) -> bool:
+        return await self._run(clients.remove_client, client_id)
+
+
+@asynccontextmanager
+async def open_store(url: str, **options: Any) -> AsyncIterator[MessageStore]:
+    """An open ``MessageStore`` (options as for the class), closed on leaving."""
+    async with MessageStore(url, **options) as store:
+        yield store
