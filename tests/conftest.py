@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -53,20 +54,10 @@ def unique() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[BrokerInspector]:
-    """The broker under test, with a dead-letter queue of its own (``<unique>.dead_letter``).
-
-    It is an inspector (``open_inspector``), so tests can also ``get``, ``purge`` and
-    ``delete_queue``; a test that only needs a worker's view may annotate it ``Broker``.
-
-    Queues the test declares, and that dead-letter queue, are deleted afterwards.
-    """
-    if request.param == "memory":
-        url = "memory://"
-    else:
-        require_service(AMQP_URL, 5672, "RabbitMQ")
-        url = AMQP_URL
+@asynccontextmanager
+async def tracked_broker(url: str, unique: str) -> AsyncIterator[BrokerInspector]:
+    """A broker with a dead-letter queue of its own (``<unique>.dead_letter``); the
+    queues declared through it, and that dead-letter queue, are deleted afterwards."""
     async with open_inspector(url, dead_letter_queue=f"{unique}.dead_letter") as b:
         declared: list[str] = []
         original = b.declare_queue
@@ -81,3 +72,15 @@ async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[B
         finally:
             for queue in {*declared, b.dead_letter_queue}:
                 await b.delete_queue(queue)
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[BrokerInspector]:
+    """The broker under test, on the memory broker and on RabbitMQ (``tracked_broker``)."""
+    if request.param == "memory":
+        url = "memory://"
+    else:
+        require_service(AMQP_URL, 5672, "RabbitMQ")
+        url = AMQP_URL
+    async with tracked_broker(url, unique) as b:
+        yield b

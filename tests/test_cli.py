@@ -32,7 +32,7 @@ from vumi_like.config import describe_config
 from vumi_like.messages import Message
 
 ECHO = "vumi_like.applications.echo.EchoApplication"
-QUICKSTART = Path(__file__).resolve().parent.parent / "config" / "quickstart.yaml"
+ECHO_PIPELINE = Path(__file__).resolve().parent.parent / "config" / "echo_pipeline.yaml"
 SECRET = "s3cr3t-pw"
 
 
@@ -473,19 +473,19 @@ def test_ctrl_c_outside_the_signal_receiver_is_one_line_and_exit_130(
 # ---------------------------------------------------------------- vumi-like run
 
 
-def quickstart_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    """config/quickstart.yaml with every http_bind on a free port: (path, {worker: port})."""
-    pipeline = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+def echo_pipeline_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """config/echo_pipeline.yaml with every http_bind on a free port: (path, {worker: port})."""
+    pipeline = yaml.safe_load(ECHO_PIPELINE.read_text(encoding="utf-8"))
     ports = {}
     for worker in pipeline["workers"]:
         if "http_bind" in worker.get("config", {}):
             ports[worker["name"]] = free_port()
             worker["config"]["http_bind"] = f"127.0.0.1:{ports[worker['name']]}"
-    return write_yaml(tmp_path / "quickstart.yaml", pipeline), ports
+    return write_yaml(tmp_path / "echo_pipeline.yaml", pipeline), ports
 
 
-async def test_quickstart_pipeline_echoes_and_reports_delivery(tmp_path: Path):
-    path, ports = quickstart_copy(tmp_path)
+async def test_echo_pipeline_echoes_and_reports_delivery(tmp_path: Path):
+    path, ports = echo_pipeline_copy(tmp_path)
     with trio.fail_after(60):
         async with running("run", str(path)) as cli:
             for name in ("echo", "router", "sim"):
@@ -584,7 +584,7 @@ async def test_run_with_a_missing_file_names_it(tmp_path: Path):
 
 
 async def test_run_with_unreachable_redis_is_one_line_naming_the_cache(tmp_path: Path):
-    pipeline = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    pipeline = yaml.safe_load(ECHO_PIPELINE.read_text(encoding="utf-8"))
     router = next(w for w in pipeline["workers"] if w["name"] == "router")
     router["config"]["message_cache_class"] = "redis"
     router["config"]["message_cache_config"] = {"redis_url": "redis://127.0.0.1:1/0"}

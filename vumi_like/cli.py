@@ -3,6 +3,8 @@
     vumi-like worker dotted.path.WorkerClass [--config FILE] [--amqp-hostname ...]
     vumi-like run PIPELINE.yaml
     vumi-like dlq list|show ID|replay (ID | --all) [--amqp-url URL] [--queue NAME]
+    vumi-like db upgrade [--store-url URL]
+    vumi-like clients add CLIENT_ID --tenant TENANT [--secret S] | list | remove CLIENT_ID
 
 Every failure a user can cause (bad class path, bad config, unreachable broker or
 Redis, malformed YAML) ends with one line on stderr and exit code 2; a worker that
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -41,7 +44,17 @@ from vumi_like.config import (
     load_config,
 )
 from vumi_like.logs import LogLevel, configure_logging
+from vumi_like.redaction import redact_text
 from vumi_like.sentry import configure_error_reporting
+from vumi_like.stores import (
+    DEFAULT_STORE_URL,
+    AlreadyExists,
+    StoreError,
+    current_revision,
+    head_revision,
+    open_store,
+    upgrade,
+)
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker, run_worker
 
@@ -164,6 +177,8 @@ class Pipeline(BaseModel):
     # The shared broker's timeouts; RabbitMQ only. Workers' own amqp keys are unused.
     amqp: AmqpTimeouts = AmqpTimeouts()
     log_level: LogLevel = "INFO"
+    # Printed to stdout once every worker is running (how to reach a demo, say).
+    banner: str | None = None
     workers: list[PipelineWorker]
 
 
@@ -249,6 +264,8 @@ def cmd_run(argv: Sequence[str]) -> None:
                             task_status=task_status,
                         )
                     )
+                if pipeline.banner:
+                    print(pipeline.banner.rstrip(), flush=True)
             nursery.cancel_scope.cancel()
 
     _run_trio(main)
@@ -302,6 +319,82 @@ def cmd_dlq(argv: Sequence[str]) -> None:
     _run_trio(main)
 
 
+# ---------------------------------------------------------------- vumi-like db, clients
+
+
+def _store_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store-url",
+        default=os.environ.get("VUMI_STORE_URL", DEFAULT_STORE_URL),
+        help="the message store (default: $VUMI_STORE_URL or %(default)s)",
+    )
+
+
+def cmd_db(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(prog="vumi-like db", description="Look after the message store.")
+    _store_url_argument(parser)
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("upgrade", help="bring the store's schema up to date (migrations)")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+
+    async def main() -> None:
+        before, after = await trio.to_thread.run_sync(_upgrade_store, args.store_url)
+        if before == after:
+            print(f"{redact_text(args.store_url)}: schema up to date ({after})")
+        else:
+            print(f"{redact_text(args.store_url)}: schema upgraded {before or 'none'} -> {after}")
+
+    _run_trio(main)
+
+
+def _upgrade_store(url: str) -> tuple[str | None, str]:
+    before = current_revision(url)
+    upgrade(url)
+    return before, head_revision()
+
+
+def cmd_clients(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(
+        prog="vumi-like clients", description="OAuth2 clients of the Messaging API."
+    )
+    _store_url_argument(parser)
+    sub = parser.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="add a client; its secret is printed once")
+    add.add_argument("client_id")
+    add.add_argument("--tenant", required=True, help="tenant whose data the client works with")
+    add.add_argument("--secret", help="the client's secret (default: a new random one)")
+    sub.add_parser("list", help="one line per client: id, tenant, created")
+    remove = sub.add_parser("remove", help="remove a client; its tokens stop at their expiry")
+    remove.add_argument("client_id")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+
+    async def main() -> None:
+        async with open_store(args.store_url) as store:
+            if args.action == "add":
+                secret = args.secret or secrets.token_urlsafe(24)
+                try:
+                    await store.add_client(args.client_id, args.tenant, secret)
+                except AlreadyExists:
+                    raise CliError(f"client {args.client_id!r} exists already") from None
+                print(f"client_id: {args.client_id}\ntenant: {args.tenant}")
+                if not args.secret:
+                    print(f"client_secret: {secret}  (shown once; store it now)")
+            elif args.action == "list":
+                clients = await store.list_clients()
+                for client in clients:
+                    created = client.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    print(f"{client.client_id}\t{client.tenant}\t{created}")
+                print(f"{len(clients)} client(s)", file=sys.stderr)
+            elif not await store.remove_client(args.client_id):
+                raise CliError(f"no client {args.client_id!r}")
+            else:
+                print(f"removed {args.client_id}")
+
+    _run_trio(main)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -322,6 +415,8 @@ def _run_trio(main: Callable[[], Any]) -> None:
         fail(f"broker: {_first(group)}")
     except* CacheError as group:
         fail(f"cache: {_first(group)}")
+    except* StoreError as group:
+        fail(f"store: {_first(group)}")
     except* OSError as group:  # e.g. http_bind address already in use
         fail(str(_first(group)))
     except* ForcedStop as group:
@@ -339,6 +434,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "worker": cmd_worker,
     "run": cmd_run,
     "dlq": cmd_dlq,
+    "db": cmd_db,
+    "clients": cmd_clients,
 }
 
 

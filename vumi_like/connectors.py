@@ -248,9 +248,10 @@ class BaseConnector:
         The ack follows the broker's confirm, so a crash in between leaves a duplicate
         (the retry and the redelivered original), never a loss.
         """
-        attempt = delivery.attempt + 1
+        attempt = delivery.attempt + 1 if retry.counts else delivery.attempt
         where = {"connector": self.name, "queue": delivery.queue, **ids}
-        log.warning(
+        # A put-off that is not a failure (counts=False) is routine: not a warning.
+        (log.warning if retry.counts else log.debug)(
             "retrying later", reason=retry.reason, attempt=attempt, delay=retry.delay, **where
         )
         try:
@@ -286,20 +287,27 @@ class BaseConnector:
 
 
 class ReceiveInboundConnector(BaseConnector):
-    """Consumes ``<name>.inbound`` and ``<name>.event``; publishes ``<name>.outbound``."""
+    """Consumes ``<name>.inbound`` and ``<name>.event``; publishes ``<name>.outbound``.
+
+    Without handlers it only publishes: for a worker that sends on a connector whose
+    inbound and events another worker handles (the Messaging API and its event
+    dispatcher).
+    """
 
     async def setup(
         self,
         nursery: trio.Nursery,
         *,
-        inbound_handler: Handler,
-        event_handler: Handler,
+        inbound_handler: Handler | None,
+        event_handler: Handler | None,
         start: bool = True,
     ) -> None:
         """Declare the queues and (unless ``start=False``) start consuming, in ``nursery``."""
-        await self._setup(
-            nursery,
-            [
+        if (inbound_handler is None) != (event_handler is None):
+            raise ValueError("give both handlers (consume inbound and events) or neither")
+        consumers = []
+        if inbound_handler is not None and event_handler is not None:
+            consumers = [
                 _Consumer(
                     self._queue("inbound"),
                     Message.from_json,
@@ -312,10 +320,8 @@ class ReceiveInboundConnector(BaseConnector):
                     event_handler,
                     self._filters["event"],
                 ),
-            ],
-            [self._queue("outbound")],
-            start,
-        )
+            ]
+        await self._setup(nursery, consumers, [self._queue("outbound")], start)
 
     async def publish_outbound(self, message: Message) -> None:
         await self._publish("outbound", message)

@@ -17,13 +17,28 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 class ProblemError(Exception):
-    """Raise in a route to answer with a problem document."""
+    """Raise in a route to answer with a problem document.
 
-    def __init__(self, status: int, detail: str, *, code: str | None = None, **extra: Any) -> None:
+    ``retry_after`` (seconds) sets the ``Retry-After`` header, for 503 and 429 answers;
+    ``headers`` adds others (``WWW-Authenticate``); ``extra`` adds members to the document.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        code: str | None = None,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.code = code or _default_code(status)
+        self.retry_after = retry_after
+        self.headers = headers
         self.extra = extra
 
 
@@ -53,10 +68,20 @@ def problem_body(
 
 
 def problem_response(
-    status: int, detail: str, *, code: str | None = None, **extra: Any
+    status: int,
+    detail: str,
+    *,
+    code: str | None = None,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Response:
     body = json.dumps(problem_body(status, detail, code=code, **extra))
+    headers = dict(headers or {})
     # A 413's body was refused unread, so the connection cannot carry another request:
     # say so, or a keep-alive client would wait on it for an answer.
-    headers = {"Connection": "close"} if status == 413 else None
+    if status == 413:
+        headers["Connection"] = "close"
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)

@@ -44,15 +44,16 @@ __all__ = [
 class RetryLater(Exception):
     """Raised by a handler: bring the delivery it is handling back after ``delay`` seconds.
 
-    ``reason`` says what failed, for the log line and the metrics.
+    ``reason`` says what failed, for the log line and the metrics. ``counts`` False
+    brings it back with the same attempt number: for work put off without being tried
+    (its receiver is busy), which must not use up the retries allowed.
     """
 
-    def __init__(self, delay: float, reason: str = "") -> None:
-        super().__init__(
-            f"retry in {delay:.3g} s: {reason}" if reason else f"retry in {delay:.3g} s"
-        )
+    def __init__(self, delay: float, reason: str = "", *, counts: bool = True) -> None:
+        super().__init__(f"retry in {delay:.3g} s" + (f": {reason}" if reason else ""))
         self.delay = delay
         self.reason = reason
+        self.counts = counts
 
 
 class RetriesExhausted(Exception):

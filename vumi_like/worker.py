@@ -132,9 +132,11 @@ class BaseWorker:
     async def setup_receive_inbound_connector(
         self,
         connector_name: str,
-        inbound_handler: Handler,
-        event_handler: Handler,
+        inbound_handler: Handler | None,
+        event_handler: Handler | None,
     ) -> ReceiveInboundConnector:
+        """Consume ``<name>.inbound`` and ``<name>.event`` with the handlers and publish
+        ``<name>.outbound``; with no handlers, only publish."""
         if connector_name in self.receive_inbound_connectors:
             raise DuplicateConnectorError(
                 f"duplicate receive-inbound connector {connector_name!r}"
@@ -249,7 +251,14 @@ class BaseWorker:
         return self.health()
 
     async def _problem_error(self, error: ProblemError) -> Response:
-        return problem_response(error.status, error.detail, code=error.code, **error.extra)
+        return problem_response(
+            error.status,
+            error.detail,
+            code=error.code,
+            retry_after=error.retry_after,
+            headers=error.headers,
+            **error.extra,
+        )
 
     async def _http_error(self, error: HTTPException) -> Response:
         status = error.code or 500

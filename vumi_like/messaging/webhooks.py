@@ -34,11 +34,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+from vumi_like.stores import MessageStore
 
 __all__ = [
     "MESSAGE_RECEIVED",
@@ -49,6 +51,7 @@ __all__ = [
     "delivery_id",
     "inbound_body",
     "new_secret",
+    "queue_webhooks",
     "sign",
     "signature_headers",
     "status_body",
@@ -89,6 +92,37 @@ class WebhookJob(BaseModel):
 def delivery_id(webhook_id: str, message_id: str, status_code: str) -> str:
     digest = hashlib.sha256(f"{webhook_id}\n{message_id}\n{status_code}".encode()).hexdigest()
     return f"wh_{digest[:32]}"
+
+
+async def queue_webhooks(
+    store: MessageStore,
+    publish: Callable[[WebhookJob], Awaitable[None]],
+    *,
+    tenant: str,
+    message_id: str,
+    status_code: str,
+    body: Callable[[str], dict[str, Any]],
+) -> int:
+    """Queue one job per subscription of ``tenant`` that wants ``status_code``.
+
+    ``body(delivery_id)`` makes each job's body; ``publish`` puts a job on the
+    dispatcher's webhook queue. Returns how many were queued.
+    """
+    webhooks = await store.webhooks_for(tenant, status_code)
+    for webhook in webhooks:
+        delivery = delivery_id(webhook.webhook_id, message_id, status_code)
+        await publish(
+            WebhookJob(
+                delivery_id=delivery,
+                webhook_id=webhook.webhook_id,
+                tenant=tenant,
+                message_id=message_id,
+                status_code=status_code,
+                url=webhook.url,
+                body=body(delivery),
+            )
+        )
+    return len(webhooks)
 
 
 def _timestamp(at: datetime) -> str:

@@ -26,8 +26,10 @@ from vumi_like.stores.models import (
     Transition,
     Webhook,
     WebhookDelivery,
+    new_id,
 )
 from vumi_like.stores.pagination import MAX_PAGE_SIZE
+from vumi_like.stores.settings import DEFAULT_STORE_URL, StoreSettings
 from vumi_like.stores.status import (
     LegacyStatus,
     MessageStatus,
@@ -38,6 +40,7 @@ from vumi_like.stores.status import (
 from vumi_like.stores.store import MessageStore, open_store
 
 __all__ = [
+    "DEFAULT_STORE_URL",
     "MAX_PAGE_SIZE",
     "AlreadyExists",
     "ClaimOutcome",
@@ -55,6 +58,7 @@ __all__ = [
     "Page",
     "Party",
     "StoreError",
+    "StoreSettings",
     "StoreUnavailable",
     "StoredMessage",
     "Transition",
@@ -64,6 +68,7 @@ __all__ = [
     "hash_secret",
     "head_revision",
     "legacy_status",
+    "new_id",
     "next_status",
     "open_store",
     "status_for_event",

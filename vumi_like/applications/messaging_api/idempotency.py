@@ -1,0 +1,78 @@
+"""``Idempotency-Key``: the same request sent twice is answered twice, and acted on once.
+
+A client that did not hear back (a timeout, a dropped connection) cannot know whether
+its message went out. Sending it again with the same ``Idempotency-Key`` is safe: within
+24 hours, the same key with the same request (method, path and body) gets the first
+answer again, with ``Idempotent-Replayed: true``, and nothing new is sent. The same key
+with a different request is a 422: a key names one request. A second request arriving
+while the first is still being handled is a 409 with ``Retry-After``.
+
+The key is claimed in the store before any work, by an insert that only one replica can
+win (a primary key on tenant and key), so this holds across replicas. When the work
+fails (a 4xx the client can correct, a 503), the claim is released so the client may
+try again with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from vumi_like.errors import ProblemError
+from vumi_like.stores import ClaimOutcome, MessageStore
+
+__all__ = ["IDEMPOTENCY_HEADER", "REPLAYED_HEADER", "idempotent"]
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+
+Answer = tuple[Any, int]
+
+
+async def idempotent(
+    store: MessageStore,
+    tenant: str,
+    key: str | None,
+    fingerprint: bytes,
+    work: Callable[[], Awaitable[Answer]],
+) -> tuple[Any, int, dict[str, str]]:
+    """``work()``'s answer (body, status) and extra headers, once per key and request."""
+    if key is None:
+        body, status = await work()
+        return body, status, {}
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ProblemError(
+            400,
+            f"{IDEMPOTENCY_HEADER} should be 1 to {MAX_KEY_LENGTH} characters",
+            code="VALIDATION_FAILED",
+        )
+    request_hash = hashlib.sha256(fingerprint).hexdigest()
+    claim = await store.claim_idempotency_key(tenant, key, request_hash)
+    if claim.outcome == ClaimOutcome.REPLAY:
+        assert claim.response_status is not None
+        return claim.response_body, claim.response_status, {REPLAYED_HEADER: "true"}
+    if claim.outcome == ClaimOutcome.IN_PROGRESS:
+        raise ProblemError(
+            409,
+            f"a request with this {IDEMPOTENCY_HEADER} is being handled; try again shortly",
+            code="IDEMPOTENCY_KEY_IN_USE",
+            retry_after=1,
+        )
+    if claim.outcome == ClaimOutcome.MISMATCH:
+        raise ProblemError(
+            422,
+            f"this {IDEMPOTENCY_HEADER} was used for a different request",
+            code="IDEMPOTENCY_KEY_REUSED",
+        )
+    try:
+        body, status = await work()
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await store.release_idempotency_key(tenant, key)
+        raise
+    await store.save_idempotent_response(tenant, key, status, body)
+    return body, status, {}

@@ -1,0 +1,90 @@
+"""The API's OpenAPI document: generated from the routes' models, served two ways.
+
+quart-schema builds the document from each route's request and response models and the
+``problems(...)`` it declares (``http.py``). This module adds what the generic worker
+routes need to be documented (``/health``, the token endpoint) or hidden (``/metrics``,
+which is Prometheus text, and the documents themselves), and renders the document as
+YAML for ``/api-docs`` (seed 003's path) beside quart-schema's JSON at ``/openapi.json``.
+A copy is kept in ``docs/messaging_api.openapi.json``; a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from quart import Response
+from quart_schema import (
+    DataSource,
+    document_request,
+    document_response,
+    hide,
+    security_scheme,
+)
+from quart_trio import QuartTrio
+
+from vumi_like.applications.messaging_api.http import problems
+
+__all__ = ["document_worker_routes", "openapi_document", "yaml_response"]
+
+Route = Callable[..., Any]
+
+
+class TokenRequest(BaseModel):
+    grant_type: str = Field(description="client_credentials")
+    client_id: str | None = Field(default=None, description="Unless sent with HTTP Basic")
+    client_secret: str | None = Field(default=None, description="Unless sent with HTTP Basic")
+    scope: str | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+class Health(BaseModel):
+    health: str = Field(description="ok or down")
+    components: dict[str, dict[str, Any]]
+
+
+def _wrap(route: Route) -> Route:
+    # A plain function, so documentation attributes can be set on it (a bound method
+    # refuses new attributes).
+    async def documented(*args: Any, **kwargs: Any) -> Any:
+        return await route(*args, **kwargs)
+
+    documented.__name__ = getattr(route, "__name__", "route")
+    documented.__doc__ = route.__doc__
+    return documented
+
+
+def document_worker_routes(app: QuartTrio, token_route: Route, api_docs_route: Route) -> None:
+    """Register the token and API-docs routes; document or hide the worker's own."""
+    no_token: list[dict[str, list[str]]] = []
+    token = security_scheme(no_token)(
+        document_request(TokenRequest, source=DataSource.FORM)(
+            document_response(TokenResponse, 200)(problems(400, 401)(_wrap(token_route)))
+        )
+    )
+    app.add_url_rule("/oauth/token", "oauth_token", token, methods=["POST"])
+    app.add_url_rule("/api-docs", "api_docs", hide(_wrap(api_docs_route)), methods=["GET"])
+    health = app.view_functions["health"]
+    app.view_functions["health"] = security_scheme(no_token)(
+        document_response(Health, 200)(document_response(Health, 500)(_wrap(health)))
+    )
+    app.view_functions["metrics"] = hide(_wrap(app.view_functions["metrics"]))
+
+
+def openapi_document(app: QuartTrio) -> dict[str, Any]:
+    """The document as plain JSON data (quart-schema's has int keys and defaultdicts)."""
+    schema = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
+    data: dict[str, Any] = json.loads(json.dumps(schema))
+    return data
+
+
+def yaml_response(document: dict[str, Any]) -> Response:
+    return Response(yaml.safe_dump(document, sort_keys=False), content_type="application/yaml")

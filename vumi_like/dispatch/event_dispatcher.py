@@ -1,0 +1,302 @@
+"""``EventDispatcher``: events become statuses, statuses and inbound become webhooks.
+
+It consumes the Messaging API connector's ``<name>.event`` and ``<name>.inbound``
+queues, and its own webhook job queue (``<name>.webhooks`` unless configured):
+
+* **an event** (ack, nack, delivery report) is applied to its message in the store
+  through the status state machine (``vumi_like.stores.status``): recorded with its
+  time and raw envelope whatever it does, moving the status only forwards. When the
+  status moved, one webhook job is queued per subscription that wants the new status;
+* **an inbound message** is stored (RECEIVED) for the tenant that owns the address it
+  was sent to on its channel, and MESSAGE_RECEIVED jobs are queued;
+* **a webhook job** is one POST to one subscriber, signed (``messaging.webhooks``). A
+  failure (connection error, timeout, any non-2xx) is retried by the broker on the
+  retry policy (``vumi_like.retry``: backoff with jitter, ``Retry-After`` honoured and
+  capped); after the last attempt the delivery is recorded as failed and the job goes
+  to the dead-letter queue, where ``vumi-like dlq replay`` can send it again.
+
+Why a job per (event, subscription): each delivery then has its own retries, its own
+place on the broker, its own record. One receiver that is down does not hold back
+another's webhooks, or the next status of the same message to a receiver that is up;
+``receivers.py`` also keeps a slow receiver from occupying every delivery slot.
+
+Crash safety: statuses are applied before jobs are queued, and a redelivered event is
+a duplicate to the store. So that a dispatcher killed between the two still gets the
+webhooks out, a duplicate event whose first application moved the status queues the
+jobs again; their delivery ids are derived from (subscription, message, status), so a
+receiver that got one the first time sees the same id and drops it.
+
+Inbound messages nobody owns (no tenant has the ``to_addr`` as a sender on the
+channel) and events for messages the store does not know are dead-lettered with the
+reason: they are not lost, and an operator can see what was misrouted.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+import trio
+from prometheus_client import Counter
+from pydantic import Field
+
+from vumi_like.config import BaseConfig
+from vumi_like.dispatch.receivers import Receivers
+from vumi_like.messages import Event, EventType, Message
+from vumi_like.messaging.channels import Channels, ChannelsSettings
+from vumi_like.messaging.webhooks import (
+    MESSAGE_RECEIVED,
+    WebhookJob,
+    inbound_body,
+    queue_webhooks,
+    signature_headers,
+    status_body,
+)
+from vumi_like.metrics import REGISTRY
+from vumi_like.retry import RetriesExhausted, RetryLater, RetrySettings, retry_after_seconds
+from vumi_like.stores import (
+    AlreadyExists,
+    DeliveryState,
+    MessageStatus,
+    NewMessage,
+    StoreSettings,
+    status_for_event,
+)
+from vumi_like.worker import BaseWorker
+
+__all__ = ["EventDispatcher", "EventDispatcherConfig"]
+
+WEBHOOK_POSTS = Counter(
+    "vumi_like_webhook_posts",
+    "Webhook POSTs by outcome (delivered, retry, failed, deferred, dropped)",
+    ("worker", "outcome"),
+    registry=REGISTRY,
+)
+
+
+class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySettings):
+    connector_name: str = Field(
+        description="The Messaging API's connector: consumes <name>.event and <name>.inbound"
+    )
+    webhook_queue: str | None = Field(
+        default=None, description="Webhook job queue (default <connector_name>.webhooks)"
+    )
+    webhook_timeout: float = Field(
+        default=10, gt=0, description="Seconds allowed for one webhook POST"
+    )
+    per_receiver_concurrency: int = Field(
+        default=4, ge=1, description="Most webhook POSTs in flight to one receiver"
+    )
+    # Webhook receivers can be down for a while: by default about 8 hours of retries.
+    max_retries: int = Field(
+        default=12, ge=0, description="Retries of a webhook after the first attempt"
+    )
+    retry_delay_base: float = Field(
+        default=5, gt=0, description="Seconds before the first retry (before jitter)"
+    )
+
+    def webhook_queue_name(self) -> str:
+        return self.webhook_queue or f"{self.connector_name}.webhooks"
+
+
+class UnknownMessage(Exception):
+    """An event for a message the store does not know: dead-lettered with this reason."""
+
+
+class UnownedInbound(Exception):
+    """An inbound message no tenant owns: dead-lettered with this reason."""
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+class EventDispatcher(BaseWorker):
+    config_class = EventDispatcherConfig
+    config: EventDispatcherConfig
+
+    async def setup(self) -> None:
+        self.client = httpx.AsyncClient(follow_redirects=False)
+        self.store = self.config.make_store()
+        await self.store.open()
+        self.channels = Channels(self.config.channels)
+        self.retry_policy = self.config.retry_policy()
+        self.receivers = Receivers(per_receiver_concurrency=self.config.per_receiver_concurrency)
+        self.webhooks = await self.setup_job_connector(
+            self.config.webhook_queue_name(), WebhookJob, self.deliver
+        )
+        await self.setup_receive_inbound_connector(
+            self.config.connector_name,
+            inbound_handler=self.handle_inbound,
+            event_handler=self.handle_event,
+        )
+
+    async def teardown(self) -> None:
+        await self.client.aclose()
+        await self.store.aclose()
+
+    # -- events -> statuses
+
+    async def handle_event(self, event: Event) -> None:
+        proposed = status_for_event(event.event_type, event.delivery_status)
+        outcome = await self.store.apply_event(
+            event.user_message_id,
+            event_id=event.event_id,
+            event_type=str(event.event_type),
+            proposed_status=proposed,
+            occurred_at=_naive_utc(event.timestamp),
+            raw=json.loads(event.to_json()),
+        )
+        if outcome is None:
+            raise UnknownMessage(f"no message {event.user_message_id!r} in the store")
+        changed = outcome.changed
+        status = outcome.status_after
+        if outcome.duplicate:
+            changed, status = await self._first_outcome(outcome.message.tenant, event)
+        if not changed:
+            return
+        message = outcome.message
+        reason = event.nack_reason if event.event_type == EventType.NACK else None
+        at = _naive_utc(event.timestamp)
+        await queue_webhooks(
+            self.store,
+            self.webhooks.publish,
+            tenant=message.tenant,
+            message_id=message.message_id,
+            status_code=status,
+            body=lambda delivery: status_body(
+                status,
+                delivery=delivery,
+                message_id=message.message_id,
+                channel=message.channel,
+                context=message.context,
+                at=at,
+                reason=reason,
+            ),
+        )
+
+    async def _first_outcome(self, tenant: str, event: Event) -> tuple[bool, MessageStatus]:
+        """Whether the first application of ``event`` moved its message, and to what."""
+        message = await self.store.get_message(tenant, event.user_message_id)
+        for transition in message.transitions if message else ():
+            if transition.event_id == event.event_id:
+                return transition.changed, transition.status_after
+        return False, MessageStatus.QUEUED
+
+    # -- inbound -> store and webhooks
+
+    async def handle_inbound(self, message: Message) -> None:
+        owner = self.channels.inbound_owner(message.transport_name, message.to_addr)
+        if owner is None:
+            raise UnownedInbound(
+                f"no tenant has {message.to_addr!r} as a sender on a channel of transport "
+                f"{message.transport_name!r}"
+            )
+        channel, tenant = owner
+        received = _naive_utc(message.timestamp)
+        try:
+            await self.store.record_inbound(
+                NewMessage(
+                    message_id=message.message_id,
+                    tenant=tenant,
+                    channel=channel.name,
+                    message_type=channel.type.upper(),
+                    sender=message.from_addr,
+                    receiver=message.to_addr,
+                    content=message.content,
+                    payload={"envelope": json.loads(message.to_json())},
+                    in_reply_to=message.in_reply_to,
+                )
+            )
+        except AlreadyExists:
+            pass  # a redelivery: stored the first time; queue its webhooks again (same ids)
+        await queue_webhooks(
+            self.store,
+            self.webhooks.publish,
+            tenant=tenant,
+            message_id=message.message_id,
+            status_code=MESSAGE_RECEIVED,
+            body=lambda delivery: inbound_body(
+                delivery=delivery,
+                message_id=message.message_id,
+                channel=channel.name,
+                sender=message.from_addr,
+                receiver=message.to_addr,
+                content=message.content,
+                in_reply_to=message.in_reply_to,
+                at=received,
+            ),
+        )
+
+    # -- webhook jobs -> POSTs
+
+    async def deliver(self, job: WebhookJob, attempt: int) -> None:
+        webhook = await self.store.get_webhook(job.tenant, job.webhook_id)
+        if webhook is None:
+            # Unsubscribed since the job was queued: nobody wants it any more.
+            WEBHOOK_POSTS.labels(self.name, "dropped").inc()
+            await self._record(job, DeliveryState.FAILED, attempt, "the subscription was deleted")
+            return
+        wait = self.receivers.wait_before(job.url)
+        if wait is not None:
+            WEBHOOK_POSTS.labels(self.name, "deferred").inc()
+            raise RetryLater(wait, f"receiver {job.url} is busy or resting", counts=False)
+        body = json.dumps(job.body, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "vumi-like-webhooks/1",
+            **signature_headers(webhook.secret, job.delivery_id, body),
+        }
+        failure, retry_after = await self._post(job.url, body, headers)
+        if failure is None:
+            WEBHOOK_POSTS.labels(self.name, "delivered").inc()
+            await self._record(job, DeliveryState.DELIVERED, attempt, None)
+            return
+        try:
+            self.retry_policy.retry(attempt, failure, retry_after=retry_after)
+        except RetriesExhausted:
+            WEBHOOK_POSTS.labels(self.name, "failed").inc()
+            await self._record(job, DeliveryState.FAILED, attempt, failure)
+            raise
+        except RetryLater:
+            WEBHOOK_POSTS.labels(self.name, "retry").inc()
+            await self._record(job, DeliveryState.PENDING, attempt, failure)
+            raise
+
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[str | None, float | None]:
+        """POST once; ``(None, None)`` on a 2xx, else what failed and any Retry-After."""
+        self.receivers.started(url)
+        ok = False
+        try:
+            with trio.fail_after(self.config.webhook_timeout):
+                response = await self.client.post(
+                    url, content=body, headers=headers, timeout=self.config.webhook_timeout
+                )
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            return f"POST {url} failed: {type(exc).__name__}: {exc}".rstrip(": "), None
+        else:
+            if response.is_success:
+                ok = True
+                return None, None
+            failure = f"POST {url} answered {response.status_code}: {response.text[:200]}"
+            return failure, retry_after_seconds(response.headers.get("Retry-After"))
+        finally:
+            self.receivers.finished(url, ok=ok)
+
+    async def _record(
+        self, job: WebhookJob, state: DeliveryState, attempt: int, error: str | None
+    ) -> None:
+        await self.store.record_delivery(
+            job.delivery_id,
+            job.webhook_id,
+            job.message_id,
+            job.status_code,
+            state,
+            attempt + 1,
+            error,
+        )

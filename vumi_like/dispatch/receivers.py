@@ -1,0 +1,82 @@
+"""Keeping one slow or dead webhook receiver from holding up everyone else's.
+
+Each webhook job holds one of the dispatcher's ``worker_concurrency`` delivery slots
+while it is being posted. A receiver that hangs until the timeout, or one with a deep
+backlog, could fill every slot and delay every other tenant's webhooks. Two limits,
+both per receiver (scheme, host and port of the URL), keep it to its share:
+
+* at most ``per_receiver_concurrency`` posts to one receiver at a time; a job that
+  finds its receiver at the limit is not made to wait in its slot (that is the
+  problem); it goes back to the broker for a short, jittered while;
+* after a failed post, the receiver rests for a while that grows with consecutive
+  failures (capped); jobs for a resting receiver go back to the broker until the rest
+  is over, so a dead receiver costs one timed-out post per rest, not one per job.
+
+The state is per dispatcher process and only a hint: replicas learn separately, and a
+restart forgets. Nothing is lost either way; jobs only wait.
+"""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+
+__all__ = ["Receivers"]
+
+
+def receiver_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+
+
+@attrs.define
+class _Receiver:
+    in_flight: int = 0
+    failures: int = 0
+    resting_until: float = 0.0
+
+
+class Receivers:
+    def __init__(
+        self,
+        *,
+        per_receiver_concurrency: int = 4,
+        first_rest: float = 1.0,
+        max_rest: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.per_receiver_concurrency = per_receiver_concurrency
+        self.first_rest = first_rest
+        self.max_rest = max_rest
+        self._random = rng or random.Random()
+        self._receivers: dict[str, _Receiver] = {}
+
+    def _state(self, url: str) -> _Receiver:
+        return self._receivers.setdefault(receiver_of(url), _Receiver())
+
+    def wait_before(self, url: str) -> float | None:
+        """Seconds a job for ``url`` should go back to wait, or None to post it now."""
+        state = self._state(url)
+        resting = state.resting_until - trio.current_time()
+        if resting > 0:
+            return resting * self._random.uniform(1.0, 1.5)
+        if state.in_flight >= self.per_receiver_concurrency:
+            return self._random.uniform(0.5, 1.5)
+        return None
+
+    def started(self, url: str) -> None:
+        self._state(url).in_flight += 1
+
+    def finished(self, url: str, *, ok: bool) -> None:
+        state = self._state(url)
+        state.in_flight -= 1
+        if ok:
+            state.failures = 0
+            state.resting_until = 0.0
+            return
+        state.failures += 1
+        rest = min(self.max_rest, self.first_rest * 2 ** (state.failures - 1))
+        state.resting_until = max(state.resting_until, trio.current_time() + rest)
