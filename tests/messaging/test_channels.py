@@ -34,7 +34,8 @@ def test_senders_are_checked_per_tenant_and_the_first_is_the_default():
     assert not sms.allows("globex", "1234")
     assert email.allows("acme", "anyone@example.org")
     assert sms.default_sender("acme") == "1234"
-    assert email.default_sender("acme") is None
+    assert email.default_sender("acme") == "acme"  # only "*": the tenant itself
+    assert email.default_sender("globex") is None
 
 
 def test_an_inbound_belongs_to_the_tenant_owning_its_to_addr_before_a_wildcard():

@@ -50,8 +50,13 @@ class ChannelConfig(ConfigModel):
         return ANY_SENDER in allowed or sender in allowed
 
     def default_sender(self, tenant: str) -> str | None:
-        """The tenant's first configured sender on this channel (not ``*``), or None."""
-        return next((s for s in self.senders.get(tenant, []) if s != ANY_SENDER), None)
+        """The tenant's first configured sender here; for a tenant with only ``*``, its
+        own name (a web or MQTT channel has no sender addresses to choose from)."""
+        senders = self.senders.get(tenant, [])
+        concrete = next((s for s in senders if s != ANY_SENDER), None)
+        if concrete is None and ANY_SENDER in senders:
+            return tenant
+        return concrete
 
 
 class Channels:
