@@ -143,6 +143,13 @@ class RunningCli:
                 await self._output.wait()
         return log
 
+    async def wait_for_stdout(self, text: str, *, within: float = 15) -> None:
+        with trio.fail_after(within):
+            while text.encode() not in self.stdout:
+                if self.output_closed:
+                    pytest.fail(f"vumi-like exited before printing {text!r}")
+                await self._output.wait()
+
     async def terminate(self, *, within: float = 10) -> int:
         """SIGTERM; the exit code, once the process is gone and its output read."""
         self.process.send_signal(signal.SIGTERM)

@@ -1,7 +1,7 @@
 """OAuth2 client credentials (RFC 6749 section 4.4) and the JWT bearer tokens they buy.
 
 A client system authenticates once at ``POST /oauth/token`` with its id and secret and
-gets an access token valid for ``token_ttl`` seconds; every API call then carries
+gets an access token valid for ``expires_in`` seconds; every API call then carries
 ``Authorization: Bearer <token>``. The token says which client it was issued to and
 which tenant that client belongs to, and every resource is scoped to that tenant.
 
@@ -66,7 +66,9 @@ class AuthSettings(ConfigModel):
     """The ``auth`` key of a worker that serves an authenticated API."""
 
     jwt_secret: SecretStr = Field(description="Key that signs access tokens (32+ characters)")
-    token_ttl: int = Field(default=3600, ge=60, description="Seconds an access token is valid")
+    expires_in: int = Field(
+        default=3600, ge=60, description="Seconds an access token is valid (expires_in)"
+    )
     audience: str = Field(default="vumi-like", description="aud claim of issued tokens")
     issuer: str = Field(default="vumi-like", description="iss claim of issued tokens")
     clients: list[ClientConfig] = Field(
@@ -173,7 +175,7 @@ class TokenService:
             "sub": client_id,
             "aud": self.settings.audience,
             "iat": issued,
-            "exp": issued + self.settings.token_ttl,
+            "exp": issued + self.settings.expires_in,
             "jti": uuid.uuid4().hex,
             "tenant": tenant,
         }
@@ -181,7 +183,7 @@ class TokenService:
         return {
             "access_token": token,
             "token_type": "Bearer",
-            "expires_in": self.settings.token_ttl,
+            "expires_in": self.settings.expires_in,
         }
 
     def verify(self, authorization: str | None) -> Principal:

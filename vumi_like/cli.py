@@ -332,9 +332,8 @@ def _store_url_argument(parser: argparse.ArgumentParser) -> None:
 
 def cmd_db(argv: Sequence[str]) -> None:
     parser = ArgumentParser(prog="vumi-like db", description="Look after the message store.")
-    _store_url_argument(parser)
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("upgrade", help="bring the store's schema up to date (migrations)")
+    _store_url_argument(sub.add_parser("upgrade", help="bring the store's schema up to date"))
     args = parser.parse_args(argv)
     configure_logging("WARNING")
 
@@ -358,15 +357,16 @@ def cmd_clients(argv: Sequence[str]) -> None:
     parser = ArgumentParser(
         prog="vumi-like clients", description="OAuth2 clients of the Messaging API."
     )
-    _store_url_argument(parser)
     sub = parser.add_subparsers(dest="action", required=True)
     add = sub.add_parser("add", help="add a client; its secret is printed once")
     add.add_argument("client_id")
     add.add_argument("--tenant", required=True, help="tenant whose data the client works with")
     add.add_argument("--secret", help="the client's secret (default: a new random one)")
-    sub.add_parser("list", help="one line per client: id, tenant, created")
+    listing = sub.add_parser("list", help="one line per client: id, tenant, created")
     remove = sub.add_parser("remove", help="remove a client; its tokens stop at their expiry")
     remove.add_argument("client_id")
+    for action in (add, listing, remove):
+        _store_url_argument(action)
     args = parser.parse_args(argv)
     configure_logging("WARNING")
 

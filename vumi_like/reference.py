@@ -17,6 +17,8 @@ WORKERS = [
     "vumi_like.transports.simulator.SimulatorTransport",
     "vumi_like.applications.echo.EchoApplication",
     "vumi_like.applications.turn_channels_api.TurnChannelsApi",
+    "vumi_like.applications.messaging_api.MessagingApi",
+    "vumi_like.dispatch.EventDispatcher",
 ]
 
 

@@ -1,0 +1,106 @@
+"""``vumi-like db`` and ``vumi-like clients``, and the quick start's pipeline, run as a
+user runs them: the real console script in a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+import yaml
+
+from tests.applications.messaging_api.harness import webhook_receiver
+from tests.test_cli import free_port, running, user_error, vumi_like, write_yaml
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "config" / "quickstart.yaml"
+
+
+async def test_db_upgrade_migrates_once_then_says_up_to_date(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first = await vumi_like("db", "upgrade", "--store-url", url)
+    second = await vumi_like("db", "upgrade", "--store-url", url)
+    assert first.returncode == 0, first.stderr.decode()
+    assert "schema upgraded none -> " in first.stdout.decode()
+    assert second.returncode == 0
+    assert "schema up to date" in second.stdout.decode()
+
+
+async def test_db_upgrade_with_an_unreachable_database_is_one_line_without_the_password():
+    result = await vumi_like(
+        "db", "upgrade", "--store-url", "postgresql://vumi:s3cret@127.0.0.1:1/nowhere"
+    )
+    line = user_error(result, logs=True)
+    assert line.startswith("vumi-like: store: ")
+    assert "s3cret" not in result.stderr.decode()
+
+
+async def test_clients_are_added_listed_and_removed(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    added = await vumi_like("clients", "add", "crm", "--tenant", "acme", "--store-url", url)
+    chosen = await vumi_like(
+        "clients", "add", "erp", "--tenant", "acme", "--secret", "pw-12345", "--store-url", url
+    )
+    again = await vumi_like("clients", "add", "crm", "--tenant", "other", "--store-url", url)
+    listed = await vumi_like("clients", "list", "--store-url", url)
+    removed = await vumi_like("clients", "remove", "crm", "--store-url", url)
+    not_there = await vumi_like("clients", "remove", "crm", "--store-url", url)
+
+    assert added.returncode == 0, added.stderr.decode()
+    assert "client_secret: " in added.stdout.decode()  # generated, shown once
+    assert "client_secret" not in chosen.stdout.decode()  # the operator chose it
+    assert "exists already" in user_error(again)
+    lines = listed.stdout.decode().splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [["crm", "acme"], ["erp", "acme"]]
+    assert "pw-12345" not in listed.stdout.decode()
+    assert removed.returncode == 0
+    assert "no client 'crm'" in user_error(not_there)
+
+
+def quickstart_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """config/quickstart.yaml with free ports and its store in ``tmp_path``."""
+    pipeline = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    ports = {}
+    for worker in pipeline["workers"]:
+        config = worker["config"]
+        if "http_bind" in config:
+            ports[worker["name"]] = free_port()
+            config["http_bind"] = f"127.0.0.1:{ports[worker['name']]}"
+        if "store_url" in config:
+            config["store_url"] = f"sqlite:///{tmp_path / 'vumi_like.db'}"
+    return write_yaml(tmp_path / "quickstart.yaml", pipeline), ports
+
+
+async def test_the_quickstart_sends_an_sms_to_delivered_and_posts_the_webhooks(tmp_path: Path):
+    path, ports = quickstart_copy(tmp_path)
+    api = f"http://127.0.0.1:{ports['api']}"
+    with trio.fail_after(60):
+        async with (
+            webhook_receiver() as receiver,
+            running("run", str(path)) as cli,
+            httpx.AsyncClient(base_url=api, timeout=10) as http,
+        ):
+            for name in ("api", "dispatcher", "router", "sms", "email", "web"):
+                await cli.wait_for_log(event="worker started", worker=name)
+            await cli.wait_for_stdout("client_id=demo client_secret=demo-secret")
+
+            token = await http.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=("demo", "demo-secret"),
+            )
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            hook = await http.post("/v1/webhooks", json={"url": receiver.hook}, headers=headers)
+            assert hook.status_code == 201, hook.text
+            sent = await http.post(
+                "/v1/messages",
+                json={"channel": "sms", "receiver": "+27820000001", "content": "hello"},
+                headers=headers,
+            )
+            assert sent.status_code == 202, sent.text
+            message_id = sent.json()["messageId"]
+            await receiver.wait_for(lambda _: bool(receiver.of("DELIVERED", message_id)))
+            message = (await http.get(f"/v1/messages/{message_id}", headers=headers)).json()
+            assert await cli.terminate() == 0, cli.stderr.decode()
+    assert message["status"] == "DELIVERED"
+    assert [post.body["statusCode"] for post in receiver.posts] == ["QUEUED", "SENT", "DELIVERED"]
+    assert "Traceback" not in cli.stderr.decode()
