@@ -68,7 +68,7 @@ async def test_config_clients_and_stored_clients_authenticate():
 
 
 def test_an_issued_token_verifies_as_its_client_and_tenant():
-    service = TokenService(settings(token_ttl=600))
+    service = TokenService(settings(expires_in=600))
     answer = service.issue("demo", "t1")
     assert answer["token_type"] == "Bearer"
     assert answer["expires_in"] == 600

@@ -1,13 +1,18 @@
-"""The configuration reference, written from the config models themselves.
+"""Reference documents written from the code itself, so they never drift from it.
 
     python -m vumi_like.reference > docs/configuration.md
+    python -m vumi_like.reference openapi > docs/messaging_api.openapi.json
 
-A test checks that ``docs/configuration.md`` is what this prints, so the page can
-never drift from the code.
+Tests check that the files in ``docs/`` are what this prints.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+
+from vumi_like.applications.messaging_api import MessagingApi, MessagingApiConfig
+from vumi_like.applications.messaging_api.openapi import openapi_document
 from vumi_like.class_paths import resolve_class
 from vumi_like.config import BaseConfig, describe_config
 from vumi_like.worker import BaseWorker
@@ -63,5 +68,24 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_openapi() -> str:
+    """The Messaging API's OpenAPI document, for a worker with default settings.
+
+    Routes and models do not depend on the settings, so a worker that is built but
+    never run (no broker, no store) documents every deployment.
+    """
+    config = MessagingApiConfig.model_validate(
+        {
+            "connector_name": "messaging",
+            "http_bind": "127.0.0.1:8080",
+            "auth": {"jwt_secret": "x" * 32},
+        }
+    )
+    api = MessagingApi(nursery=None, broker=None, config=config)  # type: ignore[arg-type]
+    api.serve_http_api()
+    assert api.http is not None
+    return json.dumps(openapi_document(api.http), indent=2, sort_keys=True) + "\n"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    print(render_openapi() if sys.argv[1:] == ["openapi"] else render(), end="")

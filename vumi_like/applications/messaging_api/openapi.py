@@ -5,7 +5,8 @@ quart-schema builds the document from each route's request and response models a
 routes need to be documented (``/health``, the token endpoint) or hidden (``/metrics``,
 which is Prometheus text, and the documents themselves), and renders the document as
 YAML for ``/api-docs`` (seed 003's path) beside quart-schema's JSON at ``/openapi.json``.
-A copy is kept in ``docs/messaging_api.openapi.json``; a test keeps it current.
+A copy is kept in ``docs/messaging_api.openapi.json`` (``python -m vumi_like.reference
+openapi`` writes it); a test keeps it current.
 """
 
 from __future__ import annotations

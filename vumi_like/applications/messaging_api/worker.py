@@ -90,7 +90,7 @@ class MessagingApi(BaseWorker):
             webhooks=webhooks,
             batches=batches,
         )
-        self._serve()
+        self.serve_http_api()
 
     async def teardown(self) -> None:
         await self.store.aclose()
@@ -100,7 +100,8 @@ class MessagingApi(BaseWorker):
 
     # -- HTTP
 
-    def _serve(self) -> None:
+    def serve_http_api(self) -> None:
+        """Add the API's routes, error handlers and OpenAPI document to the HTTP app."""
         http = self.http
         assert http is not None  # http_bind is required by the config
         http.config["MAX_CONTENT_LENGTH"] = self.config.max_body_bytes
