@@ -88,7 +88,7 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
     per_receiver_concurrency: int = Field(
         default=4, ge=1, description="Most webhook POSTs in flight to one receiver"
     )
-    # Webhook receivers can be down for a while: by default about 8 hours of retries.
+    # Webhook receivers can be down for a while: by default about 3.5 hours of retries.
     max_retries: int = Field(
         default=12, ge=0, description="Retries of a webhook after the first attempt"
     )
