@@ -32,6 +32,7 @@ def problem(response: Any, status: int, code: str) -> dict[str, Any]:
 
 BAD_BODIES = {
     "not-json": (b"{nope", "not valid JSON"),
+    "not-utf8": (b'{"channel": "\xff"}', "not UTF-8"),
     "not-an-object": (b"[1, 2]", "should be a JSON object"),
     "wrong-type": (b'{"channel": "sms", "receiver": 5, "content": "x"}', "receiver"),
     "missing-field": (b'{"channel": "sms", "content": "x"}', "receiver: is required"),

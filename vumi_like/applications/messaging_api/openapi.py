@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from quart import Response
 from quart_schema import (
     DataSource,
+    OpenAPIProvider,
     document_request,
     document_response,
     hide,
@@ -29,7 +30,29 @@ from quart_trio import QuartTrio
 
 from vumi_like.applications.messaging_api.http import problems
 
-__all__ = ["document_worker_routes", "openapi_document", "yaml_response"]
+__all__ = [
+    "NoContent",
+    "OpenApiProvider",
+    "document_worker_routes",
+    "openapi_document",
+    "yaml_response",
+]
+
+
+class NoContent(BaseModel):
+    """The empty body of a 204 answer (``document_response(NoContent, 204)``)."""
+
+
+class OpenApiProvider(OpenAPIProvider):
+    """quart-schema's document, where a ``NoContent`` answer has no body at all."""
+
+    def build_response_object(
+        self, model: type[Any], headers_model: type[Any] | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if model is NoContent:
+            return {"description": "No content"}, {}
+        return super().build_response_object(model, headers_model)
+
 
 Route = Callable[..., Any]
 

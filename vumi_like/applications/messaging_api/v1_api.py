@@ -24,6 +24,7 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
 from vumi_like.applications.messaging_api.http import page_limit, problems
+from vumi_like.applications.messaging_api.openapi import NoContent
 from vumi_like.applications.messaging_api.outbox import Draft
 from vumi_like.errors import ProblemError
 from vumi_like.messaging.webhooks import new_secret
@@ -353,6 +354,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
         return webhook_out(webhook), 200
 
     @v1.delete("/webhooks/<webhook_id>")
+    @document_response(NoContent, 204)
     @problems(401, 404, 503)
     async def delete_webhook(webhook_id: str) -> Any:
         principal = api.authenticate()
@@ -396,6 +398,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
         return party_out(party), 200
 
     @v1.delete("/parties/<party_id>")
+    @document_response(NoContent, 204)
     @problems(401, 404, 503)
     async def delete_party(party_id: str) -> Any:
         principal = api.authenticate()

@@ -33,6 +33,7 @@ from vumi_like.applications.messaging_api import party_api, v1_api
 from vumi_like.applications.messaging_api.config import MessagingApiConfig
 from vumi_like.applications.messaging_api.idempotency import IDEMPOTENCY_HEADER, idempotent
 from vumi_like.applications.messaging_api.openapi import (
+    OpenApiProvider,
     document_worker_routes,
     openapi_document,
     yaml_response,
@@ -107,6 +108,7 @@ class MessagingApi(BaseWorker):
         http.config["MAX_CONTENT_LENGTH"] = self.config.max_body_bytes
         QuartSchema(
             http,
+            openapi_provider_class=OpenApiProvider,
             openapi_path="/openapi.json",
             swagger_ui_path=None,
             redoc_ui_path=None,
@@ -123,6 +125,7 @@ class MessagingApi(BaseWorker):
         http.register_error_handler(RequestSchemaValidationError, self._invalid_request)
         http.register_error_handler(OAuthError, self._oauth_error)
         http.register_error_handler(StoreUnavailable, self._store_unavailable)
+        http.register_error_handler(UnicodeDecodeError, self._not_utf8)
 
     async def _http_error(self, error: HTTPException) -> Response:
         status = error.code or 500
@@ -141,6 +144,9 @@ class MessagingApi(BaseWorker):
         else:
             detail = str(cause) or "the request is not valid"
         return problem_response(400, detail, code="VALIDATION_FAILED")
+
+    async def _not_utf8(self, error: UnicodeDecodeError) -> Response:
+        return problem_response(400, "the body is not UTF-8 text", code="VALIDATION_FAILED")
 
     async def _oauth_error(self, error: OAuthError) -> Response:
         headers = {}
