@@ -150,3 +150,16 @@ async def test_party_contact_settings_are_kept_per_tenant(
     assert unknown_channel.json()["code"] == "CHANNEL_NOT_FOUND"
     assert removed.status_code == 204
     assert gone.json()["code"] == "PARTY_NOT_FOUND"
+
+
+async def test_a_tenant_has_a_bounded_number_of_webhooks(
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+):
+    async with running_pipeline(pipeline_broker, target, unique, api={"max_webhooks": 2}) as p:
+        answers = [
+            await p.post("/v1/webhooks", {"url": f"http://127.0.0.1:9/{i}"}) for i in range(3)
+        ]
+        theirs = await p.post("/v1/webhooks", {"url": "http://127.0.0.1:9/g"}, "globex")
+    assert [a.status_code for a in answers] == [201, 201, 409]
+    assert answers[2].json()["code"] == "WEBHOOK_LIMIT_REACHED"
+    assert theirs.status_code == 201

@@ -32,6 +32,13 @@ class MessagingApiConfig(BaseConfig, ChannelsSettings, StoreSettings):
     max_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Most messages in one batch request"
     )
+    max_webhooks: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description="Most webhook subscriptions a tenant may have (each status change is "
+        "posted to every one of them)",
+    )
     request_timeout: float = Field(
         default=30, gt=0, description="Seconds allowed to accept one request (then 503)"
     )

@@ -320,9 +320,17 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @v1.post("/webhooks")
     @validate_request(NewWebhook)
     @document_response(WebhookOut, 201)
-    @problems(400, 401, 413, 503)
+    @problems(400, 401, 409, 413, 503)
     async def add_webhook(data: NewWebhook) -> Any:
         principal = api.authenticate()
+        existing = await api.store.list_webhooks(principal.tenant, limit=api.config.max_webhooks)
+        if len(existing.items) >= api.config.max_webhooks:
+            raise ProblemError(
+                409,
+                f"a tenant may have at most {api.config.max_webhooks} webhook subscriptions; "
+                "delete one first",
+                code="WEBHOOK_LIMIT_REACHED",
+            )
         webhook = await api.store.add_webhook(
             principal.tenant, str(data.url), list(data.eventTypes), data.secret or new_secret()
         )
