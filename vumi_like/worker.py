@@ -37,7 +37,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -107,7 +107,7 @@ class BaseWorker:
             self.http.add_url_rule("/health", "health", self._health_route, methods=["GET"])
             self.http.add_url_rule("/metrics", "metrics", self._metrics_route, methods=["GET"])
             self.http.register_error_handler(ProblemError, self._problem_error)
-            self.http.register_error_handler(HTTPException, self._http_error)
+            self.http.register_error_handler(HTTPException, self._on_http_error)
             self.http.register_error_handler(Exception, self._unexpected_error)
 
     # -- what subclasses override
@@ -260,7 +260,16 @@ class BaseWorker:
             **error.extra,
         )
 
+    async def _on_http_error(self, error: HTTPException) -> Response:
+        # A request refused before its route ran (404, 405) still has its body on the
+        # connection; answering without reading it leaves the connection unable to
+        # carry the next request, and a keep-alive client then waits on it forever.
+        with contextlib.suppress(Exception):
+            await request.get_data()
+        return await self._http_error(error)
+
     async def _http_error(self, error: HTTPException) -> Response:
+        """The problem answer for a werkzeug error (404, 405, 413...); subclasses reword it."""
         status = error.code or 500
         return problem_response(status, error.description or error.name)
 
