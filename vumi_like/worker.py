@@ -107,7 +107,8 @@ class BaseWorker:
             self.http.add_url_rule("/health", "health", self._health_route, methods=["GET"])
             self.http.add_url_rule("/metrics", "metrics", self._metrics_route, methods=["GET"])
             self.http.register_error_handler(ProblemError, self._problem_error)
-            self.http.register_error_handler(HTTPException, self._on_http_error)
+            self.http.register_error_handler(HTTPException, self._http_error)
+            self.http.after_request(_read_whole_body)
             self.http.register_error_handler(Exception, self._unexpected_error)
 
     # -- what subclasses override
@@ -260,16 +261,7 @@ class BaseWorker:
             **error.extra,
         )
 
-    async def _on_http_error(self, error: HTTPException) -> Response:
-        # A request refused before its route ran (404, 405) still has its body on the
-        # connection; answering without reading it leaves the connection unable to
-        # carry the next request, and a keep-alive client then waits on it forever.
-        with contextlib.suppress(Exception):
-            await request.get_data()
-        return await self._http_error(error)
-
     async def _http_error(self, error: HTTPException) -> Response:
-        """The problem answer for a werkzeug error (404, 405, 413...); subclasses reword it."""
         status = error.code or 500
         return problem_response(status, error.description or error.name)
 
@@ -280,6 +272,23 @@ class BaseWorker:
 
     async def _metrics_route(self) -> tuple[bytes, int, dict[str, str]]:
         return generate_latest(REGISTRY), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+async def _read_whole_body(response: Response) -> Response:
+    """Let the request's body arrive in full before its response goes out.
+
+    Some answers are given without any route reading the body: routing refuses the
+    request (404, 405), the framework answers ``OPTIONS``, a form that does not parse is
+    given up on. When the client sends the body a moment after the headers, as many
+    do, the body then arrives after the answer, and the connection can no longer carry
+    the next request: a keep-alive client waits on it until its timeout. Awaiting the
+    body here, where every response passes, closes all those paths at once. A 413's
+    body is refused unread instead, and its answer closes the connection.
+    """
+    if response.status_code != 413:
+        with contextlib.suppress(Exception):
+            await request.body
+    return response
 
 
 async def serve_http(
