@@ -46,6 +46,16 @@ def test_an_inbound_belongs_to_the_tenant_owning_its_to_addr_before_a_wildcard()
     assert channels.inbound_owner("mqtt", "5678") is None
 
 
+def test_on_a_shared_wildcard_channel_a_tenant_owns_its_own_name_and_nobody_the_rest():
+    shared = ChannelConfig(
+        name="web", type="web", transport_name="web", senders={"acme": ["*"], "globex": ["*"]}
+    )
+    channels = Channels([shared])
+    assert channels.inbound_owner("web", "globex") == (shared, "globex")
+    assert channels.inbound_owner("web", "acme") == (shared, "acme")
+    assert channels.inbound_owner("web", "visitor-7") is None
+
+
 def test_channel_names_are_unique_and_not_blank():
     with pytest.raises(ValidationError, match="duplicate channel names: sms"):
         ChannelsSettings(channels=[CHANNELS[0], CHANNELS[0]])

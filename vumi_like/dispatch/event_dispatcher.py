@@ -88,6 +88,15 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
     per_receiver_concurrency: int = Field(
         default=4, ge=1, description="Most webhook POSTs in flight to one receiver"
     )
+    receiver_rest: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds a receiver is left alone after a failed POST (doubling with "
+        "each failure in a row)",
+    )
+    receiver_max_rest: float = Field(
+        default=60, gt=0, description="Longest rest of a failing receiver, in seconds"
+    )
     # Webhook receivers can be down for a while: by default about 3.5 hours of retries.
     max_retries: int = Field(
         default=12, ge=0, description="Retries of a webhook after the first attempt"
@@ -124,7 +133,11 @@ class EventDispatcher(BaseWorker):
         await self.store.open()
         self.channels = Channels(self.config.channels)
         self.retry_policy = self.config.retry_policy()
-        self.receivers = Receivers(per_receiver_concurrency=self.config.per_receiver_concurrency)
+        self.receivers = Receivers(
+            per_receiver_concurrency=self.config.per_receiver_concurrency,
+            first_rest=self.config.receiver_rest,
+            max_rest=self.config.receiver_max_rest,
+        )
         self.webhooks = await self.setup_job_connector(
             self.config.webhook_queue_name(), WebhookJob, self.deliver
         )
@@ -234,6 +247,12 @@ class EventDispatcher(BaseWorker):
     # -- webhook jobs -> POSTs
 
     async def deliver(self, job: WebhookJob, attempt: int) -> None:
+        done = await self.store.get_delivery(job.delivery_id)
+        if done is not None and done.state == DeliveryState.DELIVERED:
+            # Queued again by a redelivered event (see the module docstring): it got
+            # through the first time, so the receiver need not drop a repeat.
+            WEBHOOK_POSTS.labels(self.name, "dropped").inc()
+            return
         webhook = await self.store.get_webhook(job.tenant, job.webhook_id)
         if webhook is None:
             # Unsubscribed since the job was queued: nobody wants it any more.

@@ -87,17 +87,26 @@ class Channels:
 
     def inbound_owner(self, transport_name: str, to_addr: str) -> tuple[ChannelConfig, str] | None:
         """The channel an inbound on ``transport_name`` arrived on, and the tenant that owns
-        ``to_addr`` there (an exact sender match wins over a ``*``), or None."""
+        ``to_addr`` there, or None when nobody (or more than one tenant) could.
+
+        A tenant owns the addresses it lists, and, where it has ``*``, its own name (what
+        it sends as there). Failing those, a ``*`` owns any address, but only when one
+        tenant alone has ``*`` on the transport: with two, an inbound to an address
+        neither lists belongs to neither, and is better dead-lettered than given to the
+        wrong one.
+        """
         channels = [c for c in self._by_name.values() if c.transport_name == transport_name]
         for channel in channels:
             for tenant, senders in channel.senders.items():
-                if to_addr in senders:
+                if to_addr in senders or (to_addr == tenant and ANY_SENDER in senders):
                     return channel, tenant
-        for channel in channels:
-            for tenant, senders in channel.senders.items():
-                if ANY_SENDER in senders:
-                    return channel, tenant
-        return None
+        wildcards = [
+            (channel, tenant)
+            for channel in channels
+            for tenant, senders in channel.senders.items()
+            if ANY_SENDER in senders
+        ]
+        return wildcards[0] if len(wildcards) == 1 else None
 
 
 class ChannelsSettings(ConfigModel):

@@ -163,6 +163,10 @@ def dispatcher_config(unique: str, target: StoreTarget, **fields: Any) -> EventD
         "retry_delay_base": 0.05,
         "retry_jitter": 0,
         "max_retries": 3,
+        # Short, or a test of three failures takes seconds, and a Retry-After test would
+        # pass without Retry-After, the rest alone spacing the attempts that far apart.
+        "receiver_rest": 0.05,
+        "receiver_max_rest": 0.2,
         **store_settings(target),
         **fields,
     }

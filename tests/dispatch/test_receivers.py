@@ -1,0 +1,102 @@
+"""``Receivers``: per receiver, a cap on posts in flight and a growing rest after failures.
+
+Pure logic on trio's clock; ``autojump_clock`` makes the rests pass at once.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from vumi_like.dispatch.receivers import Receivers, receiver_of
+
+HOOK = "http://hooks.example:8000/acme"
+
+
+def receivers(
+    *, per_receiver_concurrency: int = 4, first_rest: float = 1.0, max_rest: float = 60.0
+) -> Receivers:
+    return Receivers(
+        per_receiver_concurrency=per_receiver_concurrency,
+        first_rest=first_rest,
+        max_rest=max_rest,
+        rng=random.Random(7),
+    )
+
+
+async def test_a_receiver_at_its_concurrency_defers_further_posts_for_a_jittered_while():
+    r = receivers(per_receiver_concurrency=2)
+    r.started(HOOK)
+    assert r.wait_before(HOOK) is None
+    r.started(HOOK)
+    waits = [r.wait_before(HOOK) for _ in range(50)]
+    assert all(w is not None and 0.5 <= w <= 1.5 for w in waits)
+    assert len(set(waits)) > 1  # jittered, so deferred jobs do not all come back together
+    r.finished(HOOK, ok=True)
+    assert r.wait_before(HOOK) is None
+
+
+@pytest.mark.parametrize(
+    ("other", "shared"),
+    [
+        ("http://hooks.example:8000/globex?x=1", True),
+        ("http://hooks.example:8001/acme", False),
+        ("https://hooks.example:8000/acme", False),
+        ("http://other.example:8000/acme", False),
+    ],
+)
+async def test_a_receiver_is_its_scheme_host_and_port_not_its_path(other: str, shared: bool):
+    r = receivers(per_receiver_concurrency=1)
+    r.started(HOOK)
+    assert (r.wait_before(other) is not None) is shared
+    assert (receiver_of(other) == receiver_of(HOOK)) is shared
+
+
+async def test_a_failed_post_rests_its_receiver_for_a_time_doubling_up_to_the_cap(
+    autojump_clock: trio.testing.MockClock,
+):
+    r = receivers(first_rest=1.0, max_rest=4.0)
+    for rest in (1.0, 2.0, 4.0, 4.0):
+        r.started(HOOK)
+        r.finished(HOOK, ok=False)
+        wait = r.wait_before(HOOK)
+        assert wait is not None and rest <= wait <= 1.5 * rest
+        await trio.sleep(rest - 0.01)
+        assert r.wait_before(HOOK) is not None
+        await trio.sleep(0.01)
+        assert r.wait_before(HOOK) is None
+
+
+async def test_a_rest_shrinks_as_it_passes(autojump_clock: trio.testing.MockClock):
+    r = receivers(first_rest=2.0)
+    r.started(HOOK)
+    r.finished(HOOK, ok=False)
+    await trio.sleep(1.5)
+    wait = r.wait_before(HOOK)
+    assert wait is not None and 0.5 <= wait <= 0.75
+
+
+async def test_a_success_ends_the_rest_and_forgets_earlier_failures(
+    autojump_clock: trio.testing.MockClock,
+):
+    r = receivers(first_rest=1.0)
+    for _ in range(3):
+        r.started(HOOK)
+        r.finished(HOOK, ok=False)
+    r.started(HOOK)  # a post already in flight when the rest began
+    r.finished(HOOK, ok=True)
+    assert r.wait_before(HOOK) is None
+    r.started(HOOK)
+    r.finished(HOOK, ok=False)
+    wait = r.wait_before(HOOK)
+    assert wait is not None and 1.0 <= wait <= 1.5
+
+
+async def test_a_failure_does_not_rest_another_receiver(autojump_clock: trio.testing.MockClock):
+    r = receivers()
+    r.started(HOOK)
+    r.finished(HOOK, ok=False)
+    assert r.wait_before("http://other.example:8000/acme") is None
