@@ -32,7 +32,7 @@ shared. One run per configuration: expect some spread between runs. A message no
 delivered within 30 s counts as slower than every delivered one in the percentiles.
 
 All webhooks go to one receiver, so the dispatcher's ``per_receiver_concurrency`` (POSTs
-in flight to one receiver; more are put back on the broker for 0.5-1.5 s) matters; it is
+in flight to one receiver; more are put back on the broker for 0.1-0.3 s) matters; it is
 the product's default unless ``--per-receiver-concurrency`` says otherwise.
 
     python bench/api_pipeline.py [--count 2000] [--rate 200] [--concurrency 32]

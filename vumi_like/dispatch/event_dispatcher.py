@@ -86,7 +86,7 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
         default=10, gt=0, description="Seconds allowed for one webhook POST"
     )
     per_receiver_concurrency: int = Field(
-        default=4, ge=1, description="Most webhook POSTs in flight to one receiver"
+        default=8, ge=1, description="Most webhook POSTs in flight to one receiver"
     )
     receiver_rest: float = Field(
         default=1.0,
@@ -247,13 +247,14 @@ class EventDispatcher(BaseWorker):
     # -- webhook jobs -> POSTs
 
     async def deliver(self, job: WebhookJob, attempt: int) -> None:
-        done = await self.store.get_delivery(job.delivery_id)
+        webhook, done = await self.store.delivery_target(
+            job.tenant, job.webhook_id, job.delivery_id
+        )
         if done is not None and done.state == DeliveryState.DELIVERED:
             # Queued again by a redelivered event (see the module docstring): it got
             # through the first time, so the receiver need not drop a repeat.
             WEBHOOK_POSTS.labels(self.name, "dropped").inc()
             return
-        webhook = await self.store.get_webhook(job.tenant, job.webhook_id)
         if webhook is None:
             # Unsubscribed since the job was queued: nobody wants it any more.
             WEBHOOK_POSTS.labels(self.name, "dropped").inc()

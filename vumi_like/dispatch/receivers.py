@@ -43,7 +43,7 @@ class Receivers:
     def __init__(
         self,
         *,
-        per_receiver_concurrency: int = 4,
+        per_receiver_concurrency: int = 8,
         first_rest: float = 1.0,
         max_rest: float = 60.0,
         rng: random.Random | None = None,
@@ -64,7 +64,8 @@ class Receivers:
         if resting > 0:
             return resting * self._random.uniform(1.0, 1.5)
         if state.in_flight >= self.per_receiver_concurrency:
-            return self._random.uniform(0.5, 1.5)
+            # Busy, not failing: back soon (its posts take well under a second each).
+            return self._random.uniform(0.1, 0.3)
         return None
 
     def started(self, url: str) -> None:

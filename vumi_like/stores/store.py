@@ -306,6 +306,15 @@ class MessageStore:
     async def get_delivery(self, delivery_id: str) -> WebhookDelivery | None:
         return await self._run(webhooks.get_delivery, delivery_id, read_only=True)
 
+    async def delivery_target(
+        self, tenant: str, webhook_id: str, delivery_id: str
+    ) -> tuple[Webhook | None, WebhookDelivery | None]:
+        """The subscription a webhook job posts for (None once deleted) and its delivery's
+        record so far (None before the first attempt): one query's round trip, not two."""
+        return await self._run(
+            webhooks.delivery_target, tenant, webhook_id, delivery_id, read_only=True
+        )
+
     # -- idempotency keys -------------------------------------------------------------
 
     async def claim_idempotency_key(

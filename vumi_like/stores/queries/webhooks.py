@@ -146,3 +146,11 @@ def get_delivery(conn: sa.Connection, delivery_id: str) -> WebhookDelivery | Non
         last_error=row.last_error,
         updated_at=from_db(row.updated_at),
     )
+
+
+def delivery_target(
+    conn: sa.Connection, tenant: str, webhook_id: str, delivery_id: str
+) -> tuple[Webhook | None, WebhookDelivery | None]:
+    """What a webhook job needs before posting, in one transaction: its subscription (None
+    if deleted) and the record of its delivery so far (None if never tried)."""
+    return get_webhook(conn, tenant, webhook_id), get_delivery(conn, delivery_id)
