@@ -314,3 +314,13 @@ def test_redact_exceptions_and_cycles():
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
     redact(cyclic)  # does not recurse forever
+
+
+def test_http_clients_do_not_log_every_request_but_do_log_their_warnings():
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    logging.getLogger("httpx").info('HTTP Request: POST http://hook/ "HTTP/1.1 204"')
+    logging.getLogger("httpcore.http11").debug("send_request_headers.started")
+    logging.getLogger("httpx").warning("something odd")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["something odd"]

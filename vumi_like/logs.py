@@ -29,6 +29,8 @@ __all__ = ["LOG_LEVELS", "LogLevel", "configure_logging", "redact_secrets"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+_CHATTY_LIBRARIES = ("httpx", "httpcore")
+
 
 def _log_level(value: str) -> str:
     level = value.strip().upper()  # vumi2 configs write it in lower case
@@ -106,6 +108,11 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_no)
+    # httpx and httpcore log every request at INFO (DEBUG for httpcore's steps): at a
+    # webhook per status per message, that is most of a busy worker's log and a
+    # noticeable share of its CPU. Their warnings and errors still come through.
+    for chatty in _CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(max(level_no, logging.WARNING))
 
     structlog.configure(
         processors=[
