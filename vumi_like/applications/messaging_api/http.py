@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 from quart_schema import document_response
 
-from vumi_like.stores import MAX_PAGE_SIZE
+from vumi_like.errors import ProblemError
+from vumi_like.stores import MAX_PAGE_SIZE, InvalidCursor, Page
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Problem", "page_limit", "problems"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Problem", "paged", "problems"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -38,5 +40,18 @@ def problems(*statuses: int) -> Callable[[F], F]:
     return decorate
 
 
-def page_limit(limit: int | None) -> int:
-    return min(limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+class PageQuery(Protocol):
+    cursor: str | None
+    limit: int | None
+
+
+async def paged(
+    list_page: Callable[..., Awaitable[Page[T]]], *args: Any, query: PageQuery, **kwargs: Any
+) -> Page[T]:
+    """``list_page(*args, **kwargs)`` for the page ``query`` asks for (its ``cursor`` and
+    ``limit``, capped); a cursor that is not one of ours is a 400."""
+    limit = min(query.limit or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    try:
+        return await list_page(*args, cursor=query.cursor, limit=limit, **kwargs)
+    except InvalidCursor as exc:
+        raise ProblemError(400, f"cursor: {exc}", code="VALIDATION_FAILED") from None

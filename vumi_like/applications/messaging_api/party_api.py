@@ -31,10 +31,10 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
-from vumi_like.applications.messaging_api.http import page_limit, problems
+from vumi_like.applications.messaging_api.http import paged, problems
 from vumi_like.applications.messaging_api.outbox import Draft
 from vumi_like.errors import ProblemError
-from vumi_like.stores import InvalidCursor, StoredMessage, legacy_status
+from vumi_like.stores import StoredMessage, legacy_status
 
 if TYPE_CHECKING:
     from vumi_like.applications.messaging_api.worker import MessagingApi
@@ -486,17 +486,14 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @problems(400, 401, 503)
     async def conversation_history(party_id: str, query_args: HistoryQuery) -> Any:
         principal = api.authenticate()
-        try:
-            page = await api.store.history(
-                principal.tenant,
-                party_id,
-                from_date=query_args.fromDate,
-                to_date=query_args.toDate,
-                cursor=query_args.cursor,
-                limit=page_limit(query_args.limit),
-            )
-        except InvalidCursor as exc:
-            raise api.bad_cursor(exc) from None
+        page = await paged(
+            api.store.history,
+            principal.tenant,
+            party_id,
+            from_date=query_args.fromDate,
+            to_date=query_args.toDate,
+            query=query_args,
+        )
         items = [history_item(message).model_dump() for message in page.items]
         headers = {}
         if page.next_cursor:

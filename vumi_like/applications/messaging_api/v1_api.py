@@ -23,12 +23,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
-from vumi_like.applications.messaging_api.http import page_limit, problems
+from vumi_like.applications.messaging_api.http import paged, problems
 from vumi_like.applications.messaging_api.openapi import NoContent
 from vumi_like.applications.messaging_api.outbox import Draft
 from vumi_like.errors import ProblemError
 from vumi_like.messaging.webhooks import new_secret
-from vumi_like.stores import InvalidCursor, MessageStatus, Party, StoredMessage, Webhook
+from vumi_like.stores import MessageStatus, Party, StoredMessage, Webhook
 
 if TYPE_CHECKING:
     from vumi_like.applications.messaging_api.worker import MessagingApi
@@ -287,12 +287,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @problems(400, 401, 503)
     async def list_messages(query_args: PageQuery) -> Any:
         principal = api.authenticate()
-        try:
-            page = await api.store.list_messages(
-                principal.tenant, cursor=query_args.cursor, limit=page_limit(query_args.limit)
-            )
-        except InvalidCursor as exc:
-            raise api.bad_cursor(exc) from None
+        page = await paged(api.store.list_messages, principal.tenant, query=query_args)
         messages = [message_out(m, with_transitions=False) for m in page.items]
         return MessagePage(messages=messages, nextCursor=page.next_cursor), 200
 
@@ -342,12 +337,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @problems(400, 401, 503)
     async def list_webhooks(query_args: PageQuery) -> Any:
         principal = api.authenticate()
-        try:
-            page = await api.store.list_webhooks(
-                principal.tenant, cursor=query_args.cursor, limit=page_limit(query_args.limit)
-            )
-        except InvalidCursor as exc:
-            raise api.bad_cursor(exc) from None
+        page = await paged(api.store.list_webhooks, principal.tenant, query=query_args)
         webhooks = [webhook_out(w) for w in page.items]
         return WebhookPage(webhooks=webhooks, nextCursor=page.next_cursor), 200
 
@@ -387,12 +377,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @problems(400, 401, 503)
     async def list_parties(query_args: PageQuery) -> Any:
         principal = api.authenticate()
-        try:
-            page = await api.store.list_parties(
-                principal.tenant, cursor=query_args.cursor, limit=page_limit(query_args.limit)
-            )
-        except InvalidCursor as exc:
-            raise api.bad_cursor(exc) from None
+        page = await paged(api.store.list_parties, principal.tenant, query=query_args)
         return PartyPage(parties=[party_out(p) for p in page.items], nextCursor=page.next_cursor)
 
     @v1.get("/parties/<party_id>")

@@ -43,7 +43,7 @@ from vumi_like.auth import OAuthError, Principal, TokenService, client_credentia
 from vumi_like.errors import PROBLEM_CONTENT_TYPE, ProblemError, problem_body, problem_response
 from vumi_like.messaging.channels import Channels
 from vumi_like.messaging.webhooks import WebhookJob
-from vumi_like.stores import InvalidCursor, StoreError, StoreUnavailable
+from vumi_like.stores import StoreError, StoreUnavailable
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker
 
@@ -221,9 +221,6 @@ class MessagingApi(BaseWorker):
                 f"a batch holds at most {self.config.max_batch_size} messages, got {size}",
                 code="VALIDATION_FAILED",
             )
-
-    def bad_cursor(self, error: InvalidCursor) -> ProblemError:
-        return ProblemError(400, f"cursor: {error}", code="VALIDATION_FAILED")
 
     async def answer_send(
         self, principal: Principal, work: Callable[[], Awaitable[tuple[Any, int]]]
