@@ -44,7 +44,7 @@ from pydantic import Field
 from vumi_like.config import BaseConfig
 from vumi_like.dispatch.receivers import Receivers
 from vumi_like.messages import Event, EventType, Message
-from vumi_like.messaging.channels import Channels, ChannelsSettings
+from vumi_like.messaging.channels import Channels, ChannelsSettings, message_type_of
 from vumi_like.messaging.webhooks import (
     MESSAGE_RECEIVED,
     WebhookJob,
@@ -216,7 +216,7 @@ class EventDispatcher(BaseWorker):
                     message_id=message.message_id,
                     tenant=tenant,
                     channel=channel.name,
-                    message_type=channel.type.upper(),
+                    message_type=message_type_of(channel.type),
                     sender=message.from_addr,
                     receiver=message.to_addr,
                     content=message.content,

@@ -17,10 +17,19 @@ from pydantic import Field, field_validator, model_validator
 
 from vumi_like.config import ConfigModel
 
-__all__ = ["ANY_SENDER", "ChannelConfig", "Channels", "ChannelsSettings"]
+__all__ = ["ANY_SENDER", "ChannelConfig", "Channels", "ChannelsSettings", "message_type_of"]
 
 # In a tenant's senders list: any sender address is allowed (for trusted tenants).
 ANY_SENDER = "*"
+
+
+# The message type a channel's messages have in history (seed 003's names).
+_MESSAGE_TYPES = {"sms": "SMS", "email": "EMAIL", "web": "WEB_MESSAGE"}
+
+
+def message_type_of(channel_type: str) -> str:
+    """``SMS``, ``EMAIL`` or ``WEB_MESSAGE`` for those channel types, else ``MESSAGE``."""
+    return _MESSAGE_TYPES.get(channel_type, "MESSAGE")
 
 
 class ChannelConfig(ConfigModel):

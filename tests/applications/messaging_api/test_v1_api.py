@@ -77,9 +77,12 @@ async def test_a_batch_is_accepted_at_once_and_each_message_is_sent(
                 await p.wait_for_status(message_id, "DELIVERED")
             email = (await p.get(f"/v1/messages/{ids[-1]}")).json()
             statuses = await p.store.batch_statuses("acme", accepted["batchId"])
+            stored = [await p.store.get_message("acme", i) for i in (ids[0], ids[-1])]
     assert email["content"] == "hi"
     assert email["sender"] == "noreply@acme.example"
     assert statuses is not None and {str(s) for _, s in statuses} == {"DELIVERED"}
+    # The channel's type gives the message type shown in history.
+    assert [m.message_type for m in stored if m is not None] == ["SMS", "EMAIL"]
 
 
 async def test_channels_are_the_tenants_own(

@@ -15,6 +15,7 @@ try again with the same key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import trio
 
 from vumi_like.errors import ProblemError
-from vumi_like.stores import ClaimOutcome, MessageStore
+from vumi_like.stores import ClaimOutcome, MessageStore, StoreError
 
 __all__ = ["IDEMPOTENCY_HEADER", "REPLAYED_HEADER", "idempotent"]
 
@@ -71,7 +72,14 @@ async def idempotent(
     try:
         body, status = await work()
     except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
+        # Shielded and bounded: a cancelled request still frees its key. A store that
+        # cannot be reached keeps the claim, and the original error is what is raised;
+        # the claim is freed when it expires.
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(5),
+            contextlib.suppress(StoreError),
+        ):
             await store.release_idempotency_key(tenant, key)
         raise
     await store.save_idempotent_response(tenant, key, status, body)

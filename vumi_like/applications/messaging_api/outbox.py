@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from vumi_like.errors import ProblemError
 from vumi_like.messages import Message
-from vumi_like.messaging.channels import ChannelConfig, Channels
+from vumi_like.messaging.channels import ChannelConfig, Channels, message_type_of
 from vumi_like.messaging.webhooks import queue_webhooks, status_body
 from vumi_like.stores import (
     MessageStatus,
@@ -61,7 +61,8 @@ class Draft:
     receiver: str
     content: str | None
     sender: str | None = None
-    message_type: str = "MESSAGE"
+    # SMS, EMAIL, WEB_MESSAGE...; by default the channel's (see ``message_type_of``).
+    message_type: str | None = None
     payload: dict[str, Any] = attrs.field(factory=dict)
     context: dict[str, Any] = attrs.field(factory=dict)
     party_id: str | None = None
@@ -140,7 +141,7 @@ class Outbox:
             record = NewMessage(
                 tenant=tenant,
                 channel=draft.channel,
-                message_type=draft.message_type,
+                message_type=draft.message_type or "MESSAGE",
                 sender=draft.sender or "",
                 receiver=draft.receiver,
                 content=draft.content,
@@ -171,7 +172,7 @@ class Outbox:
             message_id=message_id,
             tenant=tenant,
             channel=channel.name,
-            message_type=draft.message_type,
+            message_type=draft.message_type or message_type_of(channel.type),
             sender=sender,
             receiver=draft.receiver,
             content=draft.content,
