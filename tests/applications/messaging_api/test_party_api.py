@@ -214,7 +214,9 @@ async def test_history_is_filtered_by_date_and_paged(
         bad_date = await p.get("/conversationHistory/p-9", fromDate="yesterday")
         bad_cursor = await p.get("/conversationHistory/p-9", cursor="!!")
     assert [i["messageId"] for i in first.json()] == ids[:2]
-    assert 'rel="next"' in first.headers["link"]
+    assert first.headers["link"] == (
+        f'</conversationHistory/p-9?limit=2&cursor={first.headers["x-next-cursor"]}>; rel="next"'
+    )
     assert [i["messageId"] for i in second.json()] == ids[2:]
     assert "x-next-cursor" not in second.headers
     assert future.json() == []

@@ -26,9 +26,10 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import document_response, validate_querystring, validate_request
 
 from vumi_like.applications.messaging_api.http import paged, problems
@@ -497,7 +498,9 @@ def blueprint(api: MessagingApi) -> Blueprint:
         items = [history_item(message).model_dump() for message in page.items]
         headers = {}
         if page.next_cursor:
-            headers["Link"] = f'<?cursor={page.next_cursor}>; rel="next"'
+            # The same query, next page: dates and limit carry over.
+            query = urlencode({**request.args.to_dict(), "cursor": page.next_cursor})
+            headers["Link"] = f'<{request.path}?{query}>; rel="next"'
             headers["X-Next-Cursor"] = page.next_cursor
         return items, 200, headers
 
