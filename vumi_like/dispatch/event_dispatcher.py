@@ -45,6 +45,7 @@ from vumi_like.config import BaseConfig
 from vumi_like.dispatch.receivers import Receivers
 from vumi_like.messages import Event, EventType, Message
 from vumi_like.messaging.channels import Channels, ChannelsSettings, message_type_of
+from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import (
     MESSAGE_RECEIVED,
     WebhookJob,
@@ -87,6 +88,12 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
     )
     per_receiver_concurrency: int = Field(
         default=8, ge=1, description="Most webhook POSTs in flight to one receiver"
+    )
+    subscriptions_max_age: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a tenant's webhook subscriptions are kept between reads "
+        "(0: read for every event)",
     )
     receiver_rest: float = Field(
         default=1.0,
@@ -132,6 +139,7 @@ class EventDispatcher(BaseWorker):
         self.store = self.config.make_store()
         await self.store.open()
         self.channels = Channels(self.config.channels)
+        self.subscriptions = Subscriptions(self.store, max_age=self.config.subscriptions_max_age)
         self.retry_policy = self.config.retry_policy()
         self.receivers = Receivers(
             per_receiver_concurrency=self.config.per_receiver_concurrency,
@@ -175,7 +183,7 @@ class EventDispatcher(BaseWorker):
         reason = event.nack_reason if event.event_type == EventType.NACK else None
         at = _naive_utc(event.timestamp)
         await queue_webhooks(
-            self.store,
+            self.subscriptions,
             self.webhooks.publish,
             tenant=message.tenant,
             message_id=message.message_id,
@@ -227,7 +235,7 @@ class EventDispatcher(BaseWorker):
         except AlreadyExists:
             pass  # a redelivery: stored the first time; queue its webhooks again (same ids)
         await queue_webhooks(
-            self.store,
+            self.subscriptions,
             self.webhooks.publish,
             tenant=tenant,
             message_id=message.message_id,

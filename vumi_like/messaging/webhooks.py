@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from vumi_like.stores import MessageStore
+from vumi_like.messaging.subscriptions import Subscriptions
 
 __all__ = [
     "MESSAGE_RECEIVED",
@@ -95,7 +95,7 @@ def delivery_id(webhook_id: str, message_id: str, status_code: str) -> str:
 
 
 async def queue_webhooks(
-    store: MessageStore,
+    subscriptions: Subscriptions,
     publish: Callable[[WebhookJob], Awaitable[None]],
     *,
     tenant: str,
@@ -108,7 +108,7 @@ async def queue_webhooks(
     ``body(delivery_id)`` makes each job's body; ``publish`` puts a job on the
     dispatcher's webhook queue. Returns how many were queued.
     """
-    webhooks = await store.webhooks_for(tenant, status_code)
+    webhooks = await subscriptions.wanting(tenant, status_code)
     for webhook in webhooks:
         delivery = delivery_id(webhook.webhook_id, message_id, status_code)
         await publish(

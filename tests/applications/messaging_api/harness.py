@@ -150,6 +150,8 @@ def api_config(unique: str, target: StoreTarget, **fields: Any) -> MessagingApiC
             ],
         },
         "channels": channels(unique),
+        # Tests subscribe and send in quick succession: read subscriptions every time.
+        "subscriptions_max_age": 0,
         **store_settings(target),
         **fields,
     }
@@ -166,6 +168,7 @@ def dispatcher_config(unique: str, target: StoreTarget, **fields: Any) -> EventD
         # Short, or a test of three failures takes seconds, and a Retry-After test would
         # pass without Retry-After, the rest alone spacing the attempts that far apart.
         "receiver_rest": 0.05,
+        "subscriptions_max_age": 0,
         "receiver_max_rest": 0.2,
         **store_settings(target),
         **fields,

@@ -39,6 +39,12 @@ class MessagingApiConfig(BaseConfig, ChannelsSettings, StoreSettings):
         description="Most webhook subscriptions a tenant may have (each status change is "
         "posted to every one of them)",
     )
+    subscriptions_max_age: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a tenant's webhook subscriptions are kept between reads "
+        "(0: read for every message)",
+    )
     request_timeout: float = Field(
         default=30, gt=0, description="Seconds allowed to accept one request (then 503)"
     )

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 from vumi_like.errors import ProblemError
 from vumi_like.messages import Message
 from vumi_like.messaging.channels import ChannelConfig, Channels, message_type_of
+from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import queue_webhooks, status_body
 from vumi_like.stores import (
     MessageStatus,
@@ -96,8 +97,10 @@ class Outbox:
         connector: ReceiveInboundConnector,
         webhooks: JobConnector,
         batches: JobConnector,
+        subscriptions: Subscriptions,
     ) -> None:
         self.store = store
+        self.subscriptions = subscriptions
         self.channels = channels
         self.connector = connector
         self.webhooks = webhooks
@@ -226,7 +229,7 @@ class Outbox:
         await self._publish_or_fail([message_id], self.connector.publish_outbound(envelope))
         at = _now()
         await queue_webhooks(
-            self.store,
+            self.subscriptions,
             self.webhooks.publish,
             tenant=tenant,
             message_id=message_id,

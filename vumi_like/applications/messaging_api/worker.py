@@ -42,6 +42,7 @@ from vumi_like.applications.messaging_api.outbox import BatchJob, Outbox
 from vumi_like.auth import OAuthError, Principal, TokenService, client_credentials
 from vumi_like.errors import PROBLEM_CONTENT_TYPE, ProblemError, problem_body, problem_response
 from vumi_like.messaging.channels import Channels
+from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import WebhookJob
 from vumi_like.stores import StoreError, StoreUnavailable
 from vumi_like.validation import describe_validation_error
@@ -90,6 +91,7 @@ class MessagingApi(BaseWorker):
             connector=connector,
             webhooks=webhooks,
             batches=batches,
+            subscriptions=Subscriptions(self.store, max_age=self.config.subscriptions_max_age),
         )
         self.serve_http_api()
 

@@ -1,0 +1,49 @@
+"""Each tenant's webhook subscriptions, read from the store at most once a second.
+
+Every status change of every message asks "who wants this?": three times per message
+for a message that is queued, sent and delivered, in the API and the dispatcher. The
+answer changes only when a client subscribes or unsubscribes, which is rare; reading
+it from the store every time was a store round trip per event. So each worker keeps
+each tenant's subscriptions for ``max_age`` seconds.
+
+What that costs, and why it is safe: a subscription made a moment ago may miss the
+events of the next ``max_age`` seconds in this worker (a client sees a new webhook
+start within a second). A deleted one may still be queued for as long, but the
+dispatcher reads the subscription afresh before each post and drops jobs for one that
+is gone, so nobody is posted to after unsubscribing.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from vumi_like.stores import MessageStore, Webhook
+
+__all__ = ["Subscriptions"]
+
+
+class Subscriptions:
+    def __init__(self, store: MessageStore, *, max_age: float = 1.0) -> None:
+        self.store = store
+        self.max_age = max_age
+        self._by_tenant: dict[str, tuple[float, list[Webhook]]] = {}
+
+    async def wanting(self, tenant: str, status_code: str) -> list[Webhook]:
+        """The tenant's subscriptions that want ``status_code``, as of ``max_age`` ago."""
+        if self.max_age <= 0:
+            return await self.store.webhooks_for(tenant, status_code)
+        now = trio.current_time()
+        cached = self._by_tenant.get(tenant)
+        if cached is None or now - cached[0] > self.max_age:
+            cached = self._by_tenant[tenant] = (now, await self._all(tenant))
+        return [webhook for webhook in cached[1] if webhook.wants(status_code)]
+
+    async def _all(self, tenant: str) -> list[Webhook]:
+        webhooks: list[Webhook] = []
+        cursor = None
+        while True:
+            page = await self.store.list_webhooks(tenant, cursor=cursor)
+            webhooks.extend(page.items)
+            if page.next_cursor is None:
+                return webhooks
+            cursor = page.next_cursor
