@@ -2,7 +2,8 @@
 
 See ``docs/messaging_api.md`` for the endpoints with examples; ``worker.py`` for the
 worker; ``outbox.py`` for what happens to an accepted message; ``v1_api.py`` and
-``party_api.py`` for the two surfaces. Statuses and webhooks come from the event
+``party_api.py`` for the two surfaces (their models in ``v1_models.py`` and
+``party_models.py``). Statuses and webhooks come from the event
 dispatcher (``vumi_like.dispatch``), which shares this API's connector and store.
 """
 
