@@ -51,9 +51,6 @@ class ChannelConfig(ConfigModel):
             raise ValueError("should not be empty")
         return value
 
-    def tenants(self) -> list[str]:
-        return list(self.senders)
-
     def allows(self, tenant: str, sender: str) -> bool:
         allowed = self.senders.get(tenant, [])
         return ANY_SENDER in allowed or sender in allowed
@@ -73,9 +70,6 @@ class Channels:
 
     def __init__(self, channels: Iterable[ChannelConfig]) -> None:
         self._by_name = {channel.name: channel for channel in channels}
-
-    def all(self) -> list[ChannelConfig]:
-        return list(self._by_name.values())
 
     def get(self, name: str, tenant: str) -> ChannelConfig | None:
         """Channel ``name`` if ``tenant`` may use it (it has senders there), else None."""
