@@ -23,7 +23,9 @@ Delivery promises, kept here for every handler:
   A handler that declares a parameter named ``attempt`` is given that number (0 the
   first time); nothing about a delivery is found by ambient lookup.
 * ``close`` stops new deliveries, gives in-flight handlers ``shutdown_timeout``
-  seconds, then leaves: whatever was not acked goes back to the queue.
+  seconds, then leaves: whatever was not acked goes back to the queue. ``pause`` does
+  the same but can be undone by ``resume`` (a transport whose provider is down stops
+  taking outbound until it is back, leaving it queued for other replicas or later).
 
 Filters: the worker hands each connector, per kind of envelope, the functions its
 middlewares apply to that kind on this connector (``vumi_like.middlewares``). They run
@@ -124,6 +126,9 @@ class BaseConnector:
         self._consumers: list[_Consumer] = []
         self._finished = trio.Event()
         self._started = False
+        self._closing = False
+        self._resumed = trio.Event()
+        self._resumed.set()
         self._nursery: trio.Nursery | None = None
         self._metrics: dict[str, QueueMetrics] = {}
 
@@ -189,17 +194,29 @@ class BaseConnector:
     async def _consume(
         self, consumer: _Consumer, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async with (
-            self.broker.consume(consumer.queue, prefetch=self.concurrency) as subscription,
-            trio.open_nursery() as handlers,
-        ):
-            task_status.started()
-            with consumer.receive_scope:
-                async for delivery in subscription:
-                    handlers.start_soon(self._handle, consumer, delivery)
-            # Stopped: in-flight handlers get a bounded time to finish. Those
-            # cancelled leave their delivery unacked, to be redelivered.
-            handlers.cancel_scope.deadline = trio.current_time() + self.shutdown_timeout
+        starting = True
+        while not self._closing:
+            if not self._resumed.is_set():
+                if starting:
+                    task_status.started()
+                    starting = False
+                await self._resumed.wait()
+                continue
+            consumer.receive_scope = trio.CancelScope()
+            async with (
+                self.broker.consume(consumer.queue, prefetch=self.concurrency) as subscription,
+                trio.open_nursery() as handlers,
+            ):
+                if starting:
+                    task_status.started()
+                    starting = False
+                with consumer.receive_scope:
+                    async for delivery in subscription:
+                        handlers.start_soon(self._handle, consumer, delivery)
+                # Stopped or paused: in-flight handlers get a bounded time to finish.
+                # Those cancelled leave their delivery unacked, to be redelivered, as
+                # does leaving the subscription for those received but not started.
+                handlers.cancel_scope.deadline = trio.current_time() + self.shutdown_timeout
 
     async def _handle(self, consumer: _Consumer, delivery: Delivery) -> None:
         metrics = consumer.metrics
@@ -278,10 +295,29 @@ class BaseConnector:
             return
         metrics.dead_lettered.inc()
 
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def pause(self) -> None:
+        """Stop taking deliveries until ``resume``: in-flight handlers finish (bounded by
+        ``shutdown_timeout``); deliveries received but not yet handled go back to the
+        queue, for another replica or for later. Publishing is unaffected."""
+        if self._resumed.is_set():
+            self._resumed = trio.Event()
+            for consumer in self._consumers:
+                consumer.receive_scope.cancel()
+
+    def resume(self) -> None:
+        """Take deliveries again after ``pause``."""
+        self._resumed.set()
+
     async def close(self) -> None:
         """Stop new deliveries; wait (bounded) for in-flight handlers; requeue the rest."""
+        self._closing = True
         for consumer in self._consumers:
             consumer.receive_scope.cancel()
+        self._resumed.set()
         if self._started:
             await self._finished.wait()
 

@@ -233,6 +233,69 @@ async def test_a_cache_must_be_open_to_be_used(make_cache: Callable[..., Message
     await cache.aclose()  # closing twice is fine
 
 
+async def test_provider_ids_map_to_their_message_in_their_namespace(cache: MessageCache):
+    await cache.store_provider_ids("smpp", ["1a2b", "1a2c"], "msg-1", ttl=60)
+    assert await cache.get_provider_message_id("smpp", "1a2b") == "msg-1"
+    assert await cache.get_provider_message_id("smpp", "1a2c") == "msg-1"
+    assert await cache.get_provider_message_id("http_sms", "1a2b") is None
+    assert await cache.get_provider_message_id("smpp", "1a2d") is None
+
+
+async def test_provider_id_mapping_expires_after_its_ttl(
+    cache: MessageCache, ttl_clock: MockClock | None
+):
+    await cache.store_provider_ids("smpp", ["short"], "msg-1", ttl=SHORT_TTL)
+    await cache.store_provider_ids("smpp", ["long"], "msg-2", ttl=60)
+    await trio.sleep(PAST_SHORT_TTL)
+    assert await cache.get_provider_message_id("smpp", "short") is None
+    assert await cache.get_provider_message_id("smpp", "long") == "msg-2"
+
+
+async def test_expiring_a_provider_id_only_ever_shortens_its_life(
+    cache: MessageCache, ttl_clock: MockClock | None
+):
+    await cache.store_provider_ids("smpp", ["a", "b"], "msg-1", ttl=60)
+    await cache.store_provider_ids("smpp", ["c"], "msg-2", ttl=SHORT_TTL)
+    await cache.expire_provider_id("smpp", "a", ttl=SHORT_TTL)
+    await cache.expire_provider_id("smpp", "c", ttl=600)  # not lengthened
+    await cache.expire_provider_id("smpp", "unknown", ttl=SHORT_TTL)  # ignored
+    assert await cache.get_provider_message_id("smpp", "a") == "msg-1"  # not deleted
+    await trio.sleep(PAST_SHORT_TTL)
+    assert await cache.get_provider_message_id("smpp", "a") is None
+    assert await cache.get_provider_message_id("smpp", "b") == "msg-1"
+    assert await cache.get_provider_message_id("smpp", "c") is None
+
+
+async def test_parts_come_back_in_order_once_when_complete(cache: MessageCache):
+    assert await cache.add_part("ref-1", 3, 3, b"three", ttl=60) is None
+    assert await cache.add_part("ref-1", 1, 3, b"one", ttl=60) is None
+    assert await cache.add_part("ref-1", 1, 3, b"one", ttl=60) is None  # repeated part
+    assert await cache.add_part("ref-2", 1, 2, b"other", ttl=60) is None
+    assert await cache.add_part("ref-1", 2, 3, b"two", ttl=60) == [b"one", b"two", b"three"]
+    assert await cache.add_part("ref-2", 2, 2, b"set", ttl=60) == [b"other", b"set"]
+
+
+async def test_racing_last_parts_complete_the_set_exactly_once(cache: MessageCache):
+    await cache.add_part("ref-1", 1, 2, b"one", ttl=60)
+    results: list[list[bytes] | None] = []
+
+    async def add_last() -> None:
+        results.append(await cache.add_part("ref-1", 2, 2, b"two", ttl=60))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(add_last)
+    assert [r for r in results if r is not None] == [[b"one", b"two"]]
+
+
+async def test_an_incomplete_set_of_parts_is_forgotten_after_its_ttl(
+    cache: MessageCache, ttl_clock: MockClock | None
+):
+    await cache.add_part("ref-1", 1, 2, b"one", ttl=SHORT_TTL)
+    await trio.sleep(PAST_SHORT_TTL)
+    assert await cache.add_part("ref-1", 2, 2, b"two", ttl=SHORT_TTL) is None
+
+
 # ---------------------------------------------------------------------------------------
 # Memory only
 

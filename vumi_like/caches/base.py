@@ -7,7 +7,12 @@ A message cache holds the short-lived links a worker needs to answer later traff
   of a USSD flow when the caller, like Turn, does not say which message it replies to);
 * **outbound info**, a small ``str -> str`` mapping per outbound ``message_id`` (the
   connector that sent it, the Turn message id, an event URL...), so that events for that
-  outbound can be routed or forwarded.
+  outbound can be routed or forwarded;
+* **provider ids**: the id a provider gave what a transport sent, mapped to the
+  ``message_id`` it came from, so a delivery report is matched however late (within the
+  TTL), on whichever replica it arrives;
+* **message parts**: the parts of a long inbound message received so far, so it is
+  reassembled whichever replica received each part.
 
 Entries live for a TTL counted from when they were (last) stored: ``inbound_ttl``
 (default 1 hour, as vumi2: long enough for a USSD session or a prompt reply to an SMS,
@@ -31,7 +36,7 @@ the cache holds, as with Redis, where every read decodes fresh bytes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -163,6 +168,33 @@ class MessageCache(abc.ABC):
     @abc.abstractmethod
     async def get_outbound(self, message_id: str) -> dict[str, str] | None:
         """The info stored for outbound ``message_id``, or None if unknown or expired."""
+
+    @abc.abstractmethod
+    async def store_provider_ids(
+        self, namespace: str, provider_ids: Sequence[str], message_id: str, ttl: float
+    ) -> None:
+        """Map each of ``provider_ids`` (in ``namespace``, a transport's) to ``message_id``
+        for ``ttl`` seconds; storing an id again replaces its mapping and TTL."""
+
+    @abc.abstractmethod
+    async def get_provider_message_id(self, namespace: str, provider_id: str) -> str | None:
+        """The ``message_id`` ``provider_id`` was mapped to, or None if unknown or expired."""
+
+    @abc.abstractmethod
+    async def expire_provider_id(self, namespace: str, provider_id: str, ttl: float) -> None:
+        """Let ``provider_id``'s mapping live at most ``ttl`` more seconds (never longer
+        than it would have); unknown ids are ignored."""
+
+    @abc.abstractmethod
+    async def add_part(
+        self, key: str, number: int, total: int, part: bytes, ttl: float
+    ) -> list[bytes] | None:
+        """Keep part ``number`` (1-based) of ``total`` of the multipart message ``key``.
+
+        Returns every part in order when this one completes the set, exactly once
+        however many callers race (a repeated part does not complete it twice); until
+        then None. An incomplete set is forgotten ``ttl`` seconds after its first part.
+        """
 
 
 def checked_outbound_info(info: Mapping[str, str]) -> dict[str, str]:

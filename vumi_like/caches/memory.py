@@ -15,6 +15,10 @@ there, stopping at the first live one, which costs O(1) amortised (every entry i
 dropped once) instead of a sweep of the whole map. Memory is freed on the next call,
 not at the moment of expiry; an idle cache keeps what it held until then.
 
+Provider ids and message parts each have a TTL of their own (a final delivery report
+shortens its id's life), so they live in a ``_TimedMap``: a dict beside a heap of
+expiry times, swept from the heap's top on each call, also O(log n) amortised.
+
 ``max_entries`` bounds each map, so memory stays bounded under any load: when a store
 would exceed it, the oldest entry goes (FIFO by store time, which for one TTL is the
 entry closest to expiry anyway). Reads do not refresh an entry: they do not extend its
@@ -31,8 +35,9 @@ returned message cannot change the cache.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -100,6 +105,63 @@ class _ExpiringMap(Generic[V]):
             entries.popitem(last=False)
 
 
+class _TimedMap(Generic[V]):
+    """``str -> V`` where each entry has its own expiry time; ``max_entries`` cap.
+
+    The heap holds ``(expires_at, key)`` for every expiry ever set; one that no longer
+    matches its key's current expiry is stale and skipped when it reaches the top.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, V]] = {}
+        self._expiries: list[tuple[float, str]] = []
+
+    def set(self, key: str, value: V, ttl: float) -> None:
+        now = trio.current_time()
+        self._drop_expired(now)
+        self._entries[key] = (now + ttl, value)
+        heapq.heappush(self._expiries, (now + ttl, key))
+        while len(self._entries) > self._max_entries:
+            self._drop_first()
+
+    def get(self, key: str) -> V | None:
+        self._drop_expired(trio.current_time())
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def shorten(self, key: str, ttl: float) -> None:
+        now = trio.current_time()
+        self._drop_expired(now)
+        entry = self._entries.get(key)
+        if entry is not None and now + ttl < entry[0]:
+            self._entries[key] = (now + ttl, entry[1])
+            heapq.heappush(self._expiries, (now + ttl, key))
+
+    def pop(self, key: str) -> V | None:
+        entry = self._entries.pop(key, None)
+        return None if entry is None else entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._expiries.clear()
+
+    def _drop_first(self) -> None:
+        expires_at, key = heapq.heappop(self._expiries)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == expires_at:
+            del self._entries[key]
+
+    def _drop_expired(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            self._drop_first()
+        # Stale heap items of keys stored again pile up under steady re-stores; rebuild
+        # the heap from the live entries when they outnumber those.
+        if len(self._expiries) > 2 * len(self._entries) + 64:
+            self._expiries = [(expires_at, key) for key, (expires_at, _) in self._entries.items()]
+            heapq.heapify(self._expiries)
+
+
 class MemoryMessageCache(MessageCache):
     """The message cache in memory; see the module docstring. Needs ``open`` like any cache."""
 
@@ -114,10 +176,14 @@ class MemoryMessageCache(MessageCache):
         self._outbound: _ExpiringMap[dict[str, str]] = _ExpiringMap(
             config.outbound_ttl, config.max_entries
         )
+        self._provider_ids: _TimedMap[str] = _TimedMap(config.max_entries)
+        self._parts: _TimedMap[dict[int, bytes]] = _TimedMap(config.max_entries)
 
     async def aclose(self) -> None:
         for entries in (self._inbound, self._last_inbound, self._outbound):
             entries.clear()
+        self._provider_ids.clear()
+        self._parts.clear()
         await super().aclose()
 
     async def store_inbound(self, msg: Message) -> None:
@@ -144,3 +210,32 @@ class MemoryMessageCache(MessageCache):
         self._check_open()
         info = self._outbound.get(message_id)
         return None if info is None else dict(info)
+
+    async def store_provider_ids(
+        self, namespace: str, provider_ids: Sequence[str], message_id: str, ttl: float
+    ) -> None:
+        self._check_open()
+        for provider_id in provider_ids:
+            self._provider_ids.set(f"{namespace}:{provider_id}", message_id, ttl)
+
+    async def get_provider_message_id(self, namespace: str, provider_id: str) -> str | None:
+        self._check_open()
+        return self._provider_ids.get(f"{namespace}:{provider_id}")
+
+    async def expire_provider_id(self, namespace: str, provider_id: str, ttl: float) -> None:
+        self._check_open()
+        self._provider_ids.shorten(f"{namespace}:{provider_id}", ttl)
+
+    async def add_part(
+        self, key: str, number: int, total: int, part: bytes, ttl: float
+    ) -> list[bytes] | None:
+        self._check_open()
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = {}
+            self._parts.set(key, parts, ttl)
+        parts[number] = part
+        if len(parts) < total:
+            return None
+        self._parts.pop(key)
+        return [parts[n] for n in sorted(parts)]

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -116,6 +116,7 @@ class RedisMessageCache(MessageCache):
         self._outbound_ttl_ms = _milliseconds(config.outbound_ttl)
         self._pool: redis.ConnectionPool | None = None
         self._client: redis.Redis | None = None
+        self._add_part: Any = None
 
     def __repr__(self) -> str:
         return f"<RedisMessageCache {self._where} prefix={self.config.key_prefix!r}>"
@@ -185,6 +186,50 @@ class RedisMessageCache(MessageCache):
         except (ValueError, TypeError) as exc:
             raise CacheError(f"unreadable outbound info at {key!r}: {exc}") from exc
 
+    async def store_provider_ids(
+        self, namespace: str, provider_ids: Sequence[str], message_id: str, ttl: float
+    ) -> None:
+        client = self._open_client()
+        keys = [self._key(f"provider:{namespace}", provider_id) for provider_id in provider_ids]
+        ttl_ms = _milliseconds(ttl)
+
+        def store() -> None:
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, message_id, px=ttl_ms)
+                pipe.execute()
+
+        await self._in_thread(store)
+
+    async def get_provider_message_id(self, namespace: str, provider_id: str) -> str | None:
+        client = self._open_client()
+        key = self._key(f"provider:{namespace}", provider_id)
+        value = cast("bytes | None", await self._in_thread(client.get, key))
+        return None if value is None else value.decode()
+
+    async def expire_provider_id(self, namespace: str, provider_id: str, ttl: float) -> None:
+        client = self._open_client()
+        key = self._key(f"provider:{namespace}", provider_id)
+        # LT: only ever shortens; a key without a TTL or already gone is left alone.
+        await self._in_thread(client.pexpire, key, _milliseconds(ttl), lt=True)
+
+    async def add_part(
+        self, key: str, number: int, total: int, part: bytes, ttl: float
+    ) -> list[bytes] | None:
+        client = self._open_client()
+        script = self._add_part_script(client)
+        result = await self._in_thread(
+            script, keys=[self._key("parts", key)], args=[number, total, part, _milliseconds(ttl)]
+        )
+        if not result:
+            return None
+        return [bytes(value) for value in cast("list[bytes]", result)]
+
+    def _add_part_script(self, client: redis.Redis) -> Any:
+        if self._add_part is None:
+            self._add_part = client.register_script(_ADD_PART)
+        return self._add_part
+
     async def _get_message(self, key: str) -> Message | None:
         client = self._open_client()
         body = cast("bytes | None", await self._in_thread(client.get, key))
@@ -208,6 +253,26 @@ class RedisMessageCache(MessageCache):
             raise CacheUnavailable(f"Redis at {self._where} is unavailable: {exc}") from exc
         except redis.RedisError as exc:
             raise CacheError(f"Redis at {self._where} failed: {exc}") from exc
+
+
+# One part into the set's hash; the TTL runs from the first part. When the set is
+# complete, the parts come back in order and the hash goes, in the same atomic step,
+# so exactly one caller sees it complete.
+_ADD_PART = """
+local created = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3])
+if redis.call('HLEN', KEYS[1]) == 1 and created == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+if redis.call('HLEN', KEYS[1]) < tonumber(ARGV[2]) then
+  return false
+end
+local parts = {}
+for n = 1, tonumber(ARGV[2]) do
+  parts[n] = redis.call('HGET', KEYS[1], tostring(n))
+end
+redis.call('DEL', KEYS[1])
+return parts
+"""
 
 
 def _milliseconds(seconds: float) -> int:
