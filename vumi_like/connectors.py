@@ -217,6 +217,8 @@ class BaseConnector:
                 # Those cancelled leave their delivery unacked, to be redelivered, as
                 # does leaving the subscription for those received but not started.
                 handlers.cancel_scope.deadline = trio.current_time() + self.shutdown_timeout
+            if not consumer.receive_scope.cancel_called:
+                return  # the subscription ended by itself (its queue went): as before
 
     async def _handle(self, consumer: _Consumer, delivery: Delivery) -> None:
         metrics = consumer.metrics

@@ -226,18 +226,28 @@ class MessagingApi(BaseWorker):
 
     async def answer_send(
         self, principal: Principal, work: Callable[[], Awaitable[tuple[Any, int]]]
-    ) -> tuple[Any, int, dict[str, str]]:
-        """Run a sending route's ``work`` once per ``Idempotency-Key``, within the timeout."""
+    ) -> Response:
+        """Run a sending route's ``work`` once per ``Idempotency-Key``, within the timeout.
+
+        The answer is a finished ``Response``: handed a dict, quart-schema would build a
+        pydantic ``TypeAdapter`` (a schema generation) for every request to dump it.
+        """
         body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
         fingerprint = f"{request.method} {request.path}\n".encode() + body
         try:
             with trio.fail_after(self.config.request_timeout):
-                return await idempotent(
+                answer, status, headers = await idempotent(
                     self.store,
                     principal.tenant,
                     request.headers.get(IDEMPOTENCY_HEADER),
                     fingerprint,
                     work,
+                )
+                return Response(
+                    json.dumps(answer, separators=(",", ":")),
+                    status,
+                    headers,
+                    content_type="application/json",
                 )
         except trio.TooSlowError:
             raise ProblemError(
