@@ -85,6 +85,13 @@ async def test_sms_email_and_web_messages_are_sent_and_kept_in_the_partys_histor
     assert extras["attachments"] == [
         {"name": "d.txt", "content": "aGk=", "contentType": "text/plain"}
     ]
+    # What e-mail transports read, the same whichever surface it came through.
+    assert envelope.helper_metadata["email"] == {
+        "subject": "Decision",
+        "html": base64.b64decode(html).decode(),
+        "sender_name": "ACME",
+        "attachments": [{"name": "d.txt", "content": "aGk=", "content_type": "text/plain"}],
+    }
 
 
 async def test_messages_to_parties_go_by_their_contact_settings(
@@ -182,11 +189,18 @@ async def test_web_message_needs_a_party_and_sms_a_valid_number(
         no_email_channel = await p.post(
             "/email", {"emailAddress": "a@b.c", "subject": "s"}, tenant="globex"
         )
+        bad_html = await p.post(
+            "/email",
+            {"emailAddress": "a@b.c", "subject": "s", "message": "m", "htmlMessage": "<p>"},
+        )
+        listed = (await p.get("/v1/messages")).json()["messages"]
     assert no_party.status_code == 400 and "partyId" in no_party.json()["detail"]
     assert bad_number.status_code == 400 and "mobileNumber" in bad_number.json()["detail"]
     assert no_message.status_code == 400 and "message: is required" in no_message.json()["detail"]
     assert no_email_channel.status_code == 404
     assert no_email_channel.json()["code"] == "CHANNEL_NOT_FOUND"
+    assert bad_html.status_code == 400 and "not base64" in bad_html.json()["detail"]
+    assert listed == []  # nothing stored for any refused request
 
 
 async def test_history_is_filtered_by_date_and_paged(

@@ -83,6 +83,9 @@ async def test_a_batch_is_accepted_at_once_and_each_message_is_sent(
     assert statuses is not None and {str(s) for _, s in statuses} == {"DELIVERED"}
     # The channel's type gives the message type shown in history.
     assert [m.message_type for m in stored if m is not None] == ["SMS", "EMAIL"]
+    assert stored[1] is not None
+    envelope = stored[1].payload["envelope"]
+    assert envelope["helper_metadata"]["email"] == {"subject": "Greetings", "html": "<p>hi</p>"}
 
 
 async def test_channels_are_the_tenants_own(

@@ -26,6 +26,8 @@ a transport may then see a message twice (its ``message_id`` is the same).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -168,7 +170,8 @@ class Outbox:
             transport_type=channel.type,
             content=draft.content,
             helper_metadata={
-                HELPER_KEY: {"tenant": tenant, "channel": channel.name, **draft.payload}
+                HELPER_KEY: {"tenant": tenant, "channel": channel.name, **draft.payload},
+                **email_metadata(draft.payload),
             },
         )
         record = NewMessage(
@@ -263,3 +266,34 @@ class Outbox:
                 code="BROKER_UNAVAILABLE",
                 retry_after=5,
             ) from exc
+
+
+def email_metadata(payload: dict[str, Any]) -> dict[str, Any]:
+    """``{"email": {...}}``: the e-mail parts of a message, as every e-mail transport reads
+    them from ``helper_metadata``, whichever surface they came through (or ``{}``).
+
+    ``subject``, ``html`` (the HTML as text), ``sender_name``, ``reply_to`` and
+    ``attachments`` (``[{"name", "content" (base64), "content_type"}]``).
+    """
+    email: dict[str, Any] = {
+        key: payload[key]
+        for key in ("subject", "html", "sender_name", "reply_to")
+        if key in payload
+    }
+    if "html_base64" in payload:
+        try:
+            email["html"] = base64.b64decode(payload["html_base64"], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ProblemError(
+                400, "the HTML body is not base64 of UTF-8 text", code="VALIDATION_FAILED"
+            ) from None
+    if attachments := payload.get("attachments"):
+        email["attachments"] = [
+            {
+                "name": attachment["name"],
+                "content": attachment["content"],
+                "content_type": attachment.get("contentType"),
+            }
+            for attachment in attachments
+        ]
+    return {"email": email} if email else {}
