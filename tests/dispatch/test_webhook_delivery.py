@@ -187,6 +187,9 @@ async def test_a_receiver_that_times_out_does_not_delay_another_receivers_webhoo
         "webhook_timeout": timeout,
         "per_receiver_concurrency": concurrency,
         "worker_concurrency": 2 * concurrency,
+        # Resting longer than the test runs: a loaded machine that takes a while to
+        # deliver the healthy receiver's webhooks must not see a second round.
+        "receiver_rest": 60,
     }
     with trio.fail_after(30):
         async with (
