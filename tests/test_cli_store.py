@@ -56,9 +56,12 @@ async def test_clients_are_added_listed_and_removed(tmp_path: Path):
     assert "no client 'crm'" in user_error(not_there)
 
 
-def quickstart_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    """config/quickstart.yaml with free ports and its store in ``tmp_path``."""
-    pipeline = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+def pipeline_copy(
+    source: Path, tmp_path: Path, overrides: dict[str, dict[str, object]] | None = None
+) -> tuple[Path, dict[str, int]]:
+    """The pipeline file ``source`` with free ports, its store in ``tmp_path``, and each
+    worker's config updated with ``overrides[worker name]``."""
+    pipeline = yaml.safe_load(source.read_text(encoding="utf-8"))
     ports = {}
     for worker in pipeline["workers"]:
         config = worker["config"]
@@ -67,7 +70,13 @@ def quickstart_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
             config["http_bind"] = f"127.0.0.1:{ports[worker['name']]}"
         if "store_url" in config:
             config["store_url"] = f"sqlite:///{tmp_path / 'vumi_like.db'}"
-    return write_yaml(tmp_path / "quickstart.yaml", pipeline), ports
+        config.update((overrides or {}).get(worker["name"], {}))
+    return write_yaml(tmp_path / source.name, pipeline), ports
+
+
+def quickstart_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """config/quickstart.yaml with free ports and its store in ``tmp_path``."""
+    return pipeline_copy(QUICKSTART, tmp_path)
 
 
 async def test_the_quickstart_sends_an_sms_to_delivered_and_posts_the_webhooks(tmp_path: Path):

@@ -150,8 +150,8 @@ class SmtpServer(Controller):
     ``drop_connections`` aborts every open connection, as a server restart would.
     """
 
-    def __init__(self, handler: Recorder, **kwargs: Any) -> None:
-        super().__init__(handler, hostname="127.0.0.1", port=0, **kwargs)
+    def __init__(self, handler: Recorder, port: int = 0, **kwargs: Any) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=port, **kwargs)
         self.recorder = handler
         self.connections: set[_RecordingSMTP] = set()
 

@@ -1,7 +1,11 @@
-"""E-mail over SMTP: building the e-mail (``mime``) and sending it (``sender``).
+"""E-mail over SMTP: ``SmtpTransport``, on a provider layer free of the worker runtime.
 
-This is the provider layer of the SMTP transport, free of the worker runtime: an
-outbound ``Message`` becomes an ``EmailMessage`` with ``build_email``, and
-``SmtpSender.send`` hands it to the configured server, returning the provider id or
-raising one of the outcomes of ``vumi_like.transports.outcomes``.
+An outbound ``Message`` becomes an ``EmailMessage`` with ``mime.build_email``, and
+``sender.SmtpSender.send`` hands it to the configured server, returning the provider
+id or raising one of the outcomes of ``vumi_like.transports.outcomes``; the transport
+(``transport.SmtpTransport``) turns those into events.
 """
+
+from vumi_like.transports.smtp.transport import SmtpTransport, SmtpTransportConfig
+
+__all__ = ["SmtpTransport", "SmtpTransportConfig"]

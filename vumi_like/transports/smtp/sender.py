@@ -206,6 +206,16 @@ class SmtpSender:
             )
             raise
 
+    async def check(self) -> None:
+        """Open a session (or find a pooled one answering RSET) and keep it for the next
+        mail; ``ProviderUnavailable`` if none can be opened. For telling when a server
+        that was unreachable is back."""
+
+        def open_one() -> None:
+            self._release(self._session(), reusable=True)
+
+        await trio.to_thread.run_sync(open_one, limiter=self._limiter)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Close sessions left idle for ``idle_timeout``; when cancelled, close them all.
 
