@@ -20,6 +20,8 @@ from vumi_like.worker import BaseWorker
 WORKERS = [
     "vumi_like.routers.ToAddressRouter",
     "vumi_like.transports.simulator.SimulatorTransport",
+    "vumi_like.transports.whatsapp.WhatsAppCloudTransport",
+    "vumi_like.transports.web.WebTransport",
     "vumi_like.applications.echo.EchoApplication",
     "vumi_like.applications.turn_channels_api.TurnChannelsApi",
     "vumi_like.applications.messaging_api.MessagingApi",
