@@ -190,6 +190,7 @@ async def test_a_receiver_that_times_out_does_not_delay_another_receivers_webhoo
         # Resting longer than the test runs: a loaded machine that takes a while to
         # deliver the healthy receiver's webhooks must not see a second round.
         "receiver_rest": 60,
+        "receiver_max_rest": 60,
     }
     with trio.fail_after(30):
         async with (

@@ -23,7 +23,11 @@ still be using a connection when ``aclose`` disposes of the pool. Instead every 
 bounded by the database (statement, lock and busy timeouts; see ``database.py``), so a
 cancelled task resumes within ``statement_timeout`` at worst, knowing the outcome.
 
-Each method is one transaction. Times in and out are as ``models.py`` says.
+Each method is one transaction, or a part of one: the calls a busy worker makes many
+of at once (creating messages, applying events, reading a webhook's target, recording
+a post) share a transaction with those of their kind waiting at the same moment
+(``grouping.py``), each keeping its own outcome. Times in and out are as ``models.py``
+says.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from vumi_like.stores import migrate
 from vumi_like.stores.client_secrets import decoy_hash, hash_secret, verify_secret
 from vumi_like.stores.database import Database, database_url, translated_errors
 from vumi_like.stores.errors import StoreError
+from vumi_like.stores.grouping import Group
 from vumi_like.stores.models import (
     ClientInfo,
     DeliveryState,
@@ -117,6 +122,11 @@ class MessageStore:
         self._clock = clock
         self._limiter = trio.CapacityLimiter(max_threads)
         self._database: Database | None = None
+        # The calls a busy dispatcher or API makes many of at once share transactions.
+        self._creates = Group(self._open_database, self._limiter)
+        self._events = Group(self._open_database, self._limiter)
+        self._deliveries = Group(self._open_database, self._limiter)
+        self._targets = Group(self._open_database, self._limiter, read_only=True)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -165,6 +175,11 @@ class MessageStore:
     ) -> None:
         await self.aclose()
 
+    def _open_database(self) -> Database:
+        if self._database is None:
+            raise StoreError("the message store is not open")
+        return self._database
+
     async def _run(self, fn: Callable[..., T], *args: Any, read_only: bool = False) -> T:
         """``fn(connection, *args)`` in one transaction on a worker thread."""
         if self._database is None:
@@ -186,7 +201,7 @@ class MessageStore:
         transition. With ``batch``, every message must name it and share its tenant.
         ``AlreadyExists`` if a message or the batch id is taken.
         """
-        return await self._run(messages.create_messages, list(new), batch, self._now())
+        return await self._creates.run(messages.create_messages, list(new), batch, self._now())
 
     async def record_inbound(self, new: NewMessage) -> StoredMessage:
         """Store an inbound message, RECEIVED (whatever ``new.status`` says)."""
@@ -214,7 +229,7 @@ class MessageStore:
         Safe against concurrent calls for one message (``queries/messages.py``).
         None if there is no such message.
         """
-        return await self._run(
+        return await self._events.run(
             messages.apply_event,
             message_id,
             event_id,
@@ -291,7 +306,7 @@ class MessageStore:
         last_error: str | None = None,
     ) -> None:
         """Create or update the record of one webhook post (see ``queries/webhooks.py``)."""
-        await self._run(
+        await self._deliveries.run(
             webhooks.record_delivery,
             delivery_id,
             webhook_id,
@@ -311,9 +326,7 @@ class MessageStore:
     ) -> tuple[Webhook | None, WebhookDelivery | None]:
         """The subscription a webhook job posts for (None once deleted) and its delivery's
         record so far (None before the first attempt): one query's round trip, not two."""
-        return await self._run(
-            webhooks.delivery_target, tenant, webhook_id, delivery_id, read_only=True
-        )
+        return await self._targets.run(webhooks.delivery_target, tenant, webhook_id, delivery_id)
 
     # -- idempotency keys -------------------------------------------------------------
 

@@ -1,0 +1,108 @@
+"""Group commit (``vumi_like.stores.grouping``) on a real SQLite database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import trio
+
+from vumi_like.stores.database import Database
+from vumi_like.stores.errors import StoreError
+from vumi_like.stores.grouping import Group
+
+ROWS = sa.Table("rows", sa.MetaData(), sa.Column("n", sa.Integer, primary_key=True))
+
+
+class CountingDatabase(Database):
+    """A database that counts the transactions it runs."""
+
+    transactions = 0
+
+    def transaction(self, fn: Any, *args: Any, read_only: bool = False) -> Any:
+        self.transactions += 1
+        return super().transaction(fn, *args, read_only=read_only)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[CountingDatabase]:
+    db = CountingDatabase(f"sqlite:///{tmp_path / 'g.db'}", statement_timeout=5, pool_size=4)
+    with db.engine.begin() as conn:
+        ROWS.create(conn)
+    db.transactions = 0
+    yield db
+    db.dispose()
+
+
+def insert(conn: sa.Connection, n: int) -> int:
+    conn.execute(ROWS.insert().values(n=n))
+    return n * 10
+
+
+def stored(database: Database) -> list[int]:
+    with database.engine.connect() as conn:
+        return sorted(conn.execute(sa.select(ROWS.c.n)).scalars())
+
+
+async def run_all(group: Group, numbers: list[int]) -> dict[int, Any]:
+    results: dict[int, Any] = {}
+
+    async def one(n: int) -> None:
+        try:
+            results[n] = await group.run(insert, n)
+        except Exception as exc:
+            results[n] = exc
+
+    async with trio.open_nursery() as nursery:
+        for n in numbers:
+            nursery.start_soon(one, n)
+    return results
+
+
+async def test_a_call_alone_is_its_own_transaction(database: CountingDatabase):
+    group = Group(lambda: database, trio.CapacityLimiter(4))
+    assert await group.run(insert, 1) == 10
+    assert database.transactions == 1
+    assert stored(database) == [1]
+
+
+async def test_calls_waiting_together_share_transactions(database: CountingDatabase):
+    group = Group(lambda: database, trio.CapacityLimiter(4), concurrency=1)
+    results = await run_all(group, list(range(50)))
+    assert results == {n: n * 10 for n in range(50)}
+    assert stored(database) == list(range(50))
+    # All were waiting before the first batch began: one transaction for the 50.
+    assert database.transactions == 1
+
+
+async def test_one_calls_failure_is_not_the_others(database: CountingDatabase):
+    group = Group(lambda: database, trio.CapacityLimiter(4), concurrency=1)
+    await group.run(insert, 7)
+    database.transactions = 0
+    results = await run_all(group, [1, 2, 7, 3])  # 7 is there already
+    # Together (rolled back), then each alone.
+    assert database.transactions == 5
+    assert {n: v for n, v in results.items() if n != 7} == {1: 10, 2: 20, 3: 30}
+    assert isinstance(results[7], StoreError) and "UNIQUE" in str(results[7])
+    assert stored(database) == [1, 2, 3, 7]
+
+
+async def test_batches_are_bounded_in_size(database: CountingDatabase):
+    group = Group(lambda: database, trio.CapacityLimiter(4), concurrency=1, max_batch=10)
+    await run_all(group, list(range(31)))
+    assert stored(database) == list(range(31))
+    assert database.transactions == 4  # 10 + 10 + 10 + 1
+
+
+async def test_a_call_cancelled_before_its_batch_never_runs(database: CountingDatabase):
+    group = Group(lambda: database, trio.CapacityLimiter(4), concurrency=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(group.run, insert, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await group.run(insert, 2)
+    assert stored(database) == [1]

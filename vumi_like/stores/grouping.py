@@ -1,0 +1,125 @@
+"""Group commit: concurrent calls of one kind share a transaction, and a thread hop.
+
+A dispatcher under load applies dozens of events and records dozens of webhook posts
+at once, each a transaction of one or two statements. What each costs is mostly not
+its statements but what surrounds them: a thread hop, a pooled connection's checkout
+(and liveness check), BEGIN, COMMIT and the commit's flush to disk. ``Group`` runs the
+calls waiting at one moment as one transaction on one thread, in the order they came:
+
+* at low load nothing waits: a call alone is a batch of one, at once;
+* under load, calls arriving while ``concurrency`` batches are running queue up and
+  go together in the next (at most ``max_batch``), so the cost of a transaction is
+  shared and the number of transactions per second adapts to the load;
+* each call keeps its own outcome: if the shared transaction fails (one call raised:
+  a conflict, a deadlock between two processes' batches, a lost connection), it is
+  rolled back whole and every call of it is run again alone, in its own transaction,
+  so one call's failure is never another's.
+
+The calls are the store's query functions (``fn(connection, *args)``), which do their
+reads and writes through the connection they are given and keep no state of their
+own, so running one again after a rollback is running it for the first time. A caller
+cancelled while its batch runs is in the same position as one cancelled while its own
+thread runs (``store.py``): the transaction finishes, and is not undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from vumi_like.stores.database import Database
+
+__all__ = ["Group"]
+
+
+@attrs.define(eq=False)
+class _Call:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    taken: bool = False  # by a batch, running or about to
+    done: bool = False
+    value: Any = None
+    error: BaseException | None = None
+    settled: trio.Event = attrs.field(factory=trio.Event)
+
+    def run_alone(self, database: Database, read_only: bool) -> None:
+        try:
+            self.value = database.transaction(self.fn, *self.args, read_only=read_only)
+        except Exception as exc:
+            self.error = exc
+        self.done = True
+
+
+class Group:
+    def __init__(
+        self,
+        database: Callable[[], Database],
+        limiter: trio.CapacityLimiter,
+        *,
+        concurrency: int = 2,
+        max_batch: int = 64,
+        read_only: bool = False,
+    ) -> None:
+        self._database = database
+        self._limiter = limiter
+        self._slots = trio.Semaphore(concurrency)
+        self._max_batch = max_batch
+        self._read_only = read_only
+        self._waiting: list[_Call] = []
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)`` in a transaction, maybe shared; its result."""
+        database = self._database()
+        call = _Call(fn, args)
+        self._waiting.append(call)
+        try:
+            while not call.done:
+                async with self._slots:
+                    if not call.taken:
+                        await self._run_waiting(database)
+                await call.settled.wait()
+        except BaseException:
+            if call in self._waiting:  # cancelled before any batch took it: never run
+                self._waiting.remove(call)
+            raise
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    async def _run_waiting(self, database: Database) -> None:
+        batch = self._waiting[: self._max_batch]
+        del self._waiting[: self._max_batch]
+        for call in batch:
+            call.taken = True
+        try:
+            await trio.to_thread.run_sync(self._run_batch, database, batch, limiter=self._limiter)
+        finally:
+            # Not run (cancelled before the thread started): back to the front of the
+            # queue for the next batch; their callers wake, and wait again.
+            undone = [call for call in batch if not call.done]
+            self._waiting[:0] = undone
+            for call in batch:
+                call.settled.set()
+                if not call.done:
+                    call.taken, call.settled = False, trio.Event()
+
+    def _run_batch(self, database: Database, batch: list[_Call]) -> None:
+        read_only = self._read_only
+        if len(batch) > 1:
+
+            def together(connection: Any) -> list[Any]:
+                return [call.fn(connection, *call.args) for call in batch]
+
+            try:
+                results = database.transaction(together, read_only=read_only)
+            except Exception:
+                pass  # each alone, below: one call's failure is not the others'
+            else:
+                for call, value in zip(batch, results, strict=True):
+                    call.value, call.done = value, True
+                return
+        for call in batch:
+            call.run_alone(database, read_only)
