@@ -13,7 +13,7 @@ import trio.testing
 
 from tests.transports.mqtt.conftest import StateWatcher, quick_settings
 from tests.transports.mqtt.proxy import TcpProxy
-from vumi_like.transports.mqtt import MqttSettings, TrioMqttClient, open_mqtt_client
+from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
 from vumi_like.transports.outcomes import ProviderUnavailable, TemporaryFailure
 
 
@@ -119,9 +119,7 @@ async def test_a_publish_never_acknowledged_is_a_temporary_failure(
     assert 0.3 <= waited < 1
 
 
-async def test_a_silent_broker_is_noticed_by_keepalive(
-    mosquitto: tuple[str, int], topic: str
-) -> None:
+async def test_a_silent_broker_is_noticed_by_keepalive(mosquitto: tuple[str, int]) -> None:
     watcher = StateWatcher()
     with trio.fail_after(6):
         async with proxy_to(mosquitto[1]) as proxy:
@@ -133,14 +131,12 @@ async def test_a_silent_broker_is_noticed_by_keepalive(
     assert lost.reason == "connection lost: the broker did not answer within keepalive"
 
 
-async def test_reconnect_waits_grow_to_the_maximum(topic: str) -> None:
-    """Attempts against a closed port: the waits double from the first up to the cap."""
+async def test_reconnect_waits_grow_to_the_maximum() -> None:
+    """Failed attempts: the waits between them double from the first up to the cap."""
     watcher = StateWatcher()
-    async with proxy_to(1) as proxy:  # a proxy that refuses: connects, then closes
+    async with proxy_to(1) as proxy:  # refusing: each connection is closed at once
         proxy.refusing = True
-        settings: MqttSettings = quick_settings(
-            proxy.port, reconnect_interval=0.05, max_reconnect_interval=0.2
-        )
+        settings = quick_settings(proxy.port, reconnect_interval=0.05, max_reconnect_interval=0.2)
         client = TrioMqttClient(settings, on_state_change=watcher)
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
