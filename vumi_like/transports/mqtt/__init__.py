@@ -1,0 +1,28 @@
+"""MQTT: a trio client on paho-mqtt (``client``), its settings, publish topics, and what
+a broker's refusal means for a message (``reasons``)."""
+
+from vumi_like.transports.mqtt.client import (
+    ConnectionState,
+    InboundMessage,
+    QoS,
+    SubscriptionError,
+    TrioMqttClient,
+    open_mqtt_client,
+)
+from vumi_like.transports.mqtt.reasons import publish_failure
+from vumi_like.transports.mqtt.settings import MqttSettings
+from vumi_like.transports.mqtt.topics import DEFAULT_TOPIC_TEMPLATE, TopicError, TopicTemplate
+
+__all__ = [
+    "DEFAULT_TOPIC_TEMPLATE",
+    "ConnectionState",
+    "InboundMessage",
+    "MqttSettings",
+    "QoS",
+    "SubscriptionError",
+    "TopicError",
+    "TopicTemplate",
+    "TrioMqttClient",
+    "open_mqtt_client",
+    "publish_failure",
+]
