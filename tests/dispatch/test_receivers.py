@@ -100,3 +100,42 @@ async def test_a_failure_does_not_rest_another_receiver(autojump_clock: trio.tes
     r.started(HOOK)
     r.finished(HOOK, ok=False)
     assert r.wait_before("http://other.example:8000/acme") is None
+
+
+async def test_claiming_a_busy_receiver_waits_briefly_for_a_slot(
+    autojump_clock: trio.testing.MockClock,
+):
+    r = receivers(per_receiver_concurrency=1)
+    assert await r.claim(HOOK, patience=0.1) is None  # free: taken at once
+    claimed: list[float | None] = []
+
+    async def claim() -> None:
+        claimed.append(await r.claim(HOOK, patience=0.1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(claim)
+        await trio.sleep(0.05)
+        r.finished(HOOK, ok=True)  # within its patience: the waiting job takes the slot
+    assert claimed == [None]
+    start = trio.current_time()
+    wait = await r.claim(HOOK, patience=0.1)  # nothing frees it this time
+    assert trio.current_time() - start == pytest.approx(0.1)
+    assert wait is not None and 0.1 <= wait <= 0.3
+
+
+async def test_claiming_a_resting_receiver_does_not_wait(autojump_clock: trio.testing.MockClock):
+    r = receivers(first_rest=5.0)
+    assert await r.claim(HOOK, patience=1.0) is None
+    r.finished(HOOK, ok=False)
+    start = trio.current_time()
+    wait = await r.claim(HOOK, patience=1.0)
+    assert trio.current_time() == start
+    assert wait is not None and 5.0 <= wait <= 7.5
+
+
+async def test_a_released_slot_neither_rests_nor_resets_the_receiver():
+    r = receivers(per_receiver_concurrency=1)
+    assert await r.claim(HOOK, patience=0) is None
+    assert r.wait_before(HOOK) is not None
+    r.release(HOOK)
+    assert r.wait_before(HOOK) is None

@@ -95,6 +95,12 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
         description="Seconds a tenant's webhook subscriptions are kept between reads "
         "(0: read for every event)",
     )
+    receiver_patience: float = Field(
+        default=0.1,
+        ge=0,
+        description="Seconds a webhook job waits for a busy receiver's post to end before "
+        "going back to the broker",
+    )
     receiver_rest: float = Field(
         default=1.0,
         gt=0,
@@ -255,30 +261,43 @@ class EventDispatcher(BaseWorker):
     # -- webhook jobs -> POSTs
 
     async def deliver(self, job: WebhookJob, attempt: int) -> None:
-        webhook, done = await self.store.delivery_target(
-            job.tenant, job.webhook_id, job.delivery_id
-        )
-        if done is not None and done.state == DeliveryState.DELIVERED:
-            # Queued again by a redelivered event (see the module docstring): it got
-            # through the first time, so the receiver need not drop a repeat.
-            WEBHOOK_POSTS.labels(self.name, "dropped").inc()
-            return
-        if webhook is None:
-            # Unsubscribed since the job was queued: nobody wants it any more.
-            WEBHOOK_POSTS.labels(self.name, "dropped").inc()
-            await self._record(job, DeliveryState.FAILED, attempt, "the subscription was deleted")
-            return
-        wait = self.receivers.wait_before(job.url)
+        # The receiver first: a job for a busy or resting one goes back to the broker
+        # before it costs a store read.
+        wait = await self.receivers.claim(job.url, self.config.receiver_patience)
         if wait is not None:
             WEBHOOK_POSTS.labels(self.name, "deferred").inc()
             raise RetryLater(wait, f"receiver {job.url} is busy or resting", counts=False)
-        body = json.dumps(job.body, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "vumi-like-webhooks/1",
-            **signature_headers(webhook.secret, job.delivery_id, body),
-        }
-        failure, retry_after = await self._post(job.url, body, headers)
+        posted = ok = False
+        try:
+            webhook, done = await self.store.delivery_target(
+                job.tenant, job.webhook_id, job.delivery_id
+            )
+            if done is not None and done.state == DeliveryState.DELIVERED:
+                # Queued again by a redelivered event (see the module docstring): it got
+                # through the first time, so the receiver need not drop a repeat.
+                WEBHOOK_POSTS.labels(self.name, "dropped").inc()
+                return
+            if webhook is None:
+                # Unsubscribed since the job was queued: nobody wants it any more.
+                WEBHOOK_POSTS.labels(self.name, "dropped").inc()
+                await self._record(
+                    job, DeliveryState.FAILED, attempt, "the subscription was deleted"
+                )
+                return
+            body = json.dumps(job.body, separators=(",", ":")).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "vumi-like-webhooks/1",
+                **signature_headers(webhook.secret, job.delivery_id, body),
+            }
+            posted = True
+            failure, retry_after = await self._post(job.url, body, headers)
+            ok = failure is None
+        finally:
+            if posted:
+                self.receivers.finished(job.url, ok=ok)
+            else:
+                self.receivers.release(job.url)
         if failure is None:
             WEBHOOK_POSTS.labels(self.name, "delivered").inc()
             await self._record(job, DeliveryState.DELIVERED, attempt, None)
@@ -298,8 +317,6 @@ class EventDispatcher(BaseWorker):
         self, url: str, body: bytes, headers: dict[str, str]
     ) -> tuple[str | None, float | None]:
         """POST once; ``(None, None)`` on a 2xx, else what failed and any Retry-After."""
-        self.receivers.started(url)
-        ok = False
         try:
             with trio.fail_after(self.config.webhook_timeout):
                 response = await self.client.post(
@@ -307,14 +324,10 @@ class EventDispatcher(BaseWorker):
                 )
         except (httpx.HTTPError, trio.TooSlowError) as exc:
             return f"POST {url} failed: {type(exc).__name__}: {exc}".rstrip(": "), None
-        else:
-            if response.is_success:
-                ok = True
-                return None, None
-            failure = f"POST {url} answered {response.status_code}: {response.text[:200]}"
-            return failure, retry_after_seconds(response.headers.get("Retry-After"))
-        finally:
-            self.receivers.finished(url, ok=ok)
+        if response.is_success:
+            return None, None
+        failure = f"POST {url} answered {response.status_code}: {response.text[:200]}"
+        return failure, retry_after_seconds(response.headers.get("Retry-After"))
 
     async def _record(
         self, job: WebhookJob, state: DeliveryState, attempt: int, error: str | None

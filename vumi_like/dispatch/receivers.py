@@ -6,8 +6,10 @@ backlog, could fill every slot and delay every other tenant's webhooks. Two limi
 both per receiver (scheme, host and port of the URL), keep it to its share:
 
 * at most ``per_receiver_concurrency`` posts to one receiver at a time; a job that
-  finds its receiver at the limit is not made to wait in its slot (that is the
-  problem); it goes back to the broker for a short, jittered while;
+  finds its receiver at the limit waits for a post to it to finish, but only briefly
+  (``patience``: a receiver answering in milliseconds frees a slot long before a trip
+  through the broker would be over), then goes back to the broker for a short,
+  jittered while rather than hold its delivery slot (that is the problem);
 * after a failed post, the receiver rests for a while that grows with consecutive
   failures (capped); jobs for a resting receiver go back to the broker until the rest
   is over, so a dead receiver costs one timed-out post per rest, not one per job.
@@ -37,6 +39,12 @@ class _Receiver:
     in_flight: int = 0
     failures: int = 0
     resting_until: float = 0.0
+    freed: trio.Event = attrs.field(factory=trio.Event)  # set when a post ends
+
+    def free_one(self) -> None:
+        self.in_flight -= 1
+        self.freed.set()
+        self.freed = trio.Event()
 
 
 class Receivers:
@@ -68,12 +76,34 @@ class Receivers:
             return self._random.uniform(0.1, 0.3)
         return None
 
+    async def claim(self, url: str, patience: float) -> float | None:
+        """Take a posting slot for ``url`` (None), waiting up to ``patience`` seconds for
+        one while the receiver is busy; or the seconds the job should go back to wait.
+
+        A slot taken is given back by ``finished`` (after a post) or ``release``.
+        """
+        state = self._state(url)
+        with trio.move_on_after(patience):
+            while (
+                state.in_flight >= self.per_receiver_concurrency
+                and state.resting_until <= trio.current_time()
+            ):
+                await state.freed.wait()
+        wait = self.wait_before(url)
+        if wait is None:
+            self.started(url)
+        return wait
+
     def started(self, url: str) -> None:
         self._state(url).in_flight += 1
 
+    def release(self, url: str) -> None:
+        """Give back a slot no post was made in."""
+        self._state(url).free_one()
+
     def finished(self, url: str, *, ok: bool) -> None:
         state = self._state(url)
-        state.in_flight -= 1
+        state.free_one()
         if ok:
             state.failures = 0
             state.resting_until = 0.0
