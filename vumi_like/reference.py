@@ -20,6 +20,7 @@ from vumi_like.worker import BaseWorker
 WORKERS = [
     "vumi_like.routers.ToAddressRouter",
     "vumi_like.transports.simulator.SimulatorTransport",
+    "vumi_like.transports.http_sms.HttpSmsTransport",
     "vumi_like.applications.echo.EchoApplication",
     "vumi_like.applications.turn_channels_api.TurnChannelsApi",
     "vumi_like.applications.messaging_api.MessagingApi",
