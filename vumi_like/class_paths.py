@@ -25,6 +25,7 @@ __all__ = ["VUMI2_CLASS_PATHS", "ClassPathError", "canonical_path", "resolve_cla
 T = TypeVar("T")
 
 _TURN = "vumi_like.applications.turn_channels_api.TurnChannelsApi"
+_SMPP = "vumi_like.transports.smpp.SmppTransport"
 
 VUMI2_CLASS_PATHS: Mapping[str, str] = {
     "vumi2.routers.ToAddressRouter": "vumi_like.routers.ToAddressRouter",
@@ -33,6 +34,10 @@ VUMI2_CLASS_PATHS: Mapping[str, str] = {
     "vumi2.applications.turn_channels_api.TurnChannelsApi": _TURN,
     "vumi2.applications.turn_channels_api.turn_channels_api.TurnChannelsApi": _TURN,
     "vumi2.message_caches.MemoryMessageCache": "vumi_like.caches.MemoryMessageCache",
+    # vumi2's SMPP transport, from the package, the subpackage and the module.
+    "vumi2.transports.SmppTransceiverTransport": _SMPP,
+    "vumi2.transports.smpp.SmppTransceiverTransport": _SMPP,
+    "vumi2.transports.smpp.smpp.SmppTransceiverTransport": _SMPP,
     "vumi2.middlewares.": "vumi_like.middlewares.",
 }
 

@@ -25,6 +25,7 @@ WORKERS = [
     "vumi_like.transports.smtp.SmtpTransport",
     "vumi_like.transports.mqtt.MqttTransport",
     "vumi_like.transports.http_sms.HttpSmsTransport",
+    "vumi_like.transports.smpp.SmppTransport",
     "vumi_like.applications.echo.EchoApplication",
     "vumi_like.applications.turn_channels_api.TurnChannelsApi",
     "vumi_like.applications.messaging_api.MessagingApi",

@@ -1,4 +1,5 @@
-"""SMPP 3.4 for transports: an ESME client on trio, and the encodings SMS needs.
+"""SMPP 3.4: ``SmppTransport`` (``transport``), on an ESME client on trio and the
+encodings SMS needs.
 
 * ``esme``: a bound session (``open_session``): submit_sm within a window, inbound
   deliver_sm/data_sm to a callback, enquire_link, unbind. ``rebind.Rebinder`` keeps
@@ -45,6 +46,7 @@ from vumi_like.transports.smpp.receipts import (
 )
 from vumi_like.transports.smpp.sequence import RandomStartSequence, RedisSequence
 from vumi_like.transports.smpp.statuses import submit_sm_outcome
+from vumi_like.transports.smpp.transport import SmppTransport, SmppTransportConfig
 
 __all__ = [
     "Alphabet",
@@ -66,6 +68,8 @@ __all__ = [
     "RedisSequence",
     "ResponseTimeout",
     "SessionClosed",
+    "SmppTransport",
+    "SmppTransportConfig",
     "Splitting",
     "SubmitSm",
     "SubmitSmResp",
