@@ -139,3 +139,27 @@ async def test_a_released_slot_neither_rests_nor_resets_the_receiver():
     assert r.wait_before(HOOK) is not None
     r.release(HOOK)
     assert r.wait_before(HOOK) is None
+
+
+async def test_no_more_jobs_wait_for_a_receiver_than_its_concurrency(
+    autojump_clock: trio.testing.MockClock,
+):
+    r = receivers(per_receiver_concurrency=2)
+    for _ in range(2):
+        assert await r.claim(HOOK, patience=10) is None
+    outcomes: list[tuple[float, float | None]] = []
+
+    async def claim() -> None:
+        wait = await r.claim(HOOK, patience=10)
+        outcomes.append((trio.current_time(), wait))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(claim)
+        await trio.sleep(1)
+        r.finished(HOOK, ok=True)
+        r.finished(HOOK, ok=True)
+    # The third found two waiting already: sent back at once, not made to wait.
+    deferred = [(at, wait) for at, wait in outcomes if wait is not None]
+    assert len(deferred) == 1 and deferred[0][0] == 0
+    assert sorted(at for at, wait in outcomes if wait is None) == [1, 1]

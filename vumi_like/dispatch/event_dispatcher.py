@@ -96,10 +96,10 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
         "(0: read for every event)",
     )
     receiver_patience: float = Field(
-        default=0.1,
+        default=2.0,
         ge=0,
         description="Seconds a webhook job waits for a busy receiver's post to end before "
-        "going back to the broker",
+        "going back to the broker (at most per_receiver_concurrency jobs wait)",
     )
     receiver_rest: float = Field(
         default=1.0,

@@ -5,11 +5,13 @@ while it is being posted. A receiver that hangs until the timeout, or one with a
 backlog, could fill every slot and delay every other tenant's webhooks. Two limits,
 both per receiver (scheme, host and port of the URL), keep it to its share:
 
-* at most ``per_receiver_concurrency`` posts to one receiver at a time; a job that
-  finds its receiver at the limit waits for a post to it to finish, but only briefly
-  (``patience``: a receiver answering in milliseconds frees a slot long before a trip
-  through the broker would be over), then goes back to the broker for a short,
-  jittered while rather than hold its delivery slot (that is the problem);
+* at most ``per_receiver_concurrency`` posts to one receiver at a time. A job that
+  finds its receiver at the limit waits in the dispatcher for one of its posts to end
+  (a trip through the broker and back costs far more than the milliseconds a healthy
+  receiver takes to free a slot), but no more than ``per_receiver_concurrency`` jobs
+  wait per receiver, none longer than ``patience``: the others go back to the broker
+  for a short, jittered while. So one receiver holds at most twice its concurrency in
+  delivery slots, never all of them (that is the problem);
 * after a failed post, the receiver rests for a while that grows with consecutive
   failures (capped); jobs for a resting receiver go back to the broker until the rest
   is over, so a dead receiver costs one timed-out post per rest, not one per job.
@@ -40,6 +42,7 @@ class _Receiver:
     failures: int = 0
     resting_until: float = 0.0
     freed: trio.Event = attrs.field(factory=trio.Event)  # set when a post ends
+    waiting: int = 0  # jobs waiting in ``claim`` for a slot
 
     def free_one(self) -> None:
         self.in_flight -= 1
@@ -83,12 +86,17 @@ class Receivers:
         A slot taken is given back by ``finished`` (after a post) or ``release``.
         """
         state = self._state(url)
-        with trio.move_on_after(patience):
-            while (
-                state.in_flight >= self.per_receiver_concurrency
-                and state.resting_until <= trio.current_time()
-            ):
-                await state.freed.wait()
+        if state.waiting < self.per_receiver_concurrency:
+            state.waiting += 1
+            try:
+                with trio.move_on_after(patience):
+                    while (
+                        state.in_flight >= self.per_receiver_concurrency
+                        and state.resting_until <= trio.current_time()
+                    ):
+                        await state.freed.wait()
+            finally:
+                state.waiting -= 1
         wait = self.wait_before(url)
         if wait is None:
             self.started(url)
