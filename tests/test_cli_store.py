@@ -4,6 +4,7 @@ user runs them: the real console script in a subprocess."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -74,6 +75,38 @@ def pipeline_copy(
     return write_yaml(tmp_path / source.name, pipeline), ports
 
 
+async def demo_headers(http: httpx.AsyncClient) -> dict[str, str]:
+    """A bearer token of the example configs' demo client, as request headers."""
+    token = await http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=("demo", "demo-secret")
+    )
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+async def subscribe_and_send(
+    http: httpx.AsyncClient, headers: dict[str, str], hook: str | None, message: dict[str, Any]
+) -> str:
+    """Subscribe ``hook`` (if given) to every status, send ``message``; its id."""
+    if hook is not None:
+        subscribed = await http.post("/v1/webhooks", json={"url": hook}, headers=headers)
+        assert subscribed.status_code == 201, subscribed.text
+    sent = await http.post("/v1/messages", json=message, headers=headers)
+    assert sent.status_code == 202, sent.text
+    return str(sent.json()["messageId"])
+
+
+async def wait_for_status(
+    http: httpx.AsyncClient, headers: dict[str, str], message_id: str, status: str
+) -> dict[str, Any]:
+    """``GET /v1/messages/{message_id}`` once it shows ``status``."""
+    while True:
+        message = (await http.get(f"/v1/messages/{message_id}", headers=headers)).json()
+        if message["status"] == status:
+            return dict(message)
+        await trio.sleep(0.05)
+
+
 def quickstart_copy(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     """config/quickstart.yaml with free ports and its store in ``tmp_path``."""
     return pipeline_copy(QUICKSTART, tmp_path)
@@ -92,21 +125,9 @@ async def test_the_quickstart_sends_an_sms_to_delivered_and_posts_the_webhooks(t
                 await cli.wait_for_log(event="worker started", worker=name)
             await cli.wait_for_stdout("client_id=demo client_secret=demo-secret")
 
-            token = await http.post(
-                "/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=("demo", "demo-secret"),
-            )
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            hook = await http.post("/v1/webhooks", json={"url": receiver.hook}, headers=headers)
-            assert hook.status_code == 201, hook.text
-            sent = await http.post(
-                "/v1/messages",
-                json={"channel": "sms", "receiver": "+27820000001", "content": "hello"},
-                headers=headers,
-            )
-            assert sent.status_code == 202, sent.text
-            message_id = sent.json()["messageId"]
+            headers = await demo_headers(http)
+            sms = {"channel": "sms", "receiver": "+27820000001", "content": "hello"}
+            message_id = await subscribe_and_send(http, headers, receiver.hook, sms)
             await receiver.wait_for(lambda _: bool(receiver.of("DELIVERED", message_id)))
             message = (await http.get(f"/v1/messages/{message_id}", headers=headers)).json()
             assert await cli.terminate() == 0, cli.stderr.decode()

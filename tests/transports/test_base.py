@@ -9,8 +9,9 @@ import trio
 
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.test_worker import running_worker
+from tests.transports.helpers import events
 from vumi_like.broker import BrokerInspector
-from vumi_like.messages import DeliveryStatus, Event, EventType, Message
+from vumi_like.messages import DeliveryStatus, EventType, Message
 from vumi_like.transports.base import BaseTransport, TransportConfig, normalise_provider_id
 from vumi_like.transports.outcomes import (
     PermanentFailure,
@@ -60,10 +61,6 @@ def outbound(unique: str, content: str) -> Message:
         transport_type="sms",
         content=content,
     )
-
-
-async def events(broker: BrokerInspector, unique: str, count: int) -> list[Event]:
-    return [Event.from_json(d.body) for d in await receive(broker, f"{unique}.event", count)]
 
 
 async def test_provider_ids_ack_and_are_matched_by_delivery_reports(

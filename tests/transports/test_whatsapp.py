@@ -24,6 +24,7 @@ from quart_trio import QuartTrio
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.conftest import tracked_broker
 from tests.test_worker import free_port, running_worker
+from tests.transports.helpers import events
 from vumi_like.broker import BrokerInspector
 from vumi_like.config import ConfigError, load_config
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
@@ -241,10 +242,6 @@ def outbound(unique: str, content: str | None = "hello", **fields: Any) -> Messa
         content=content,
         **fields,
     )
-
-
-async def events(broker: BrokerInspector, unique: str, count: int) -> list[Event]:
-    return [Event.from_json(d.body) for d in await receive(broker, f"{unique}.event", count)]
 
 
 async def send(broker: BrokerInspector, unique: str, message: Message, count: int) -> list[Event]:

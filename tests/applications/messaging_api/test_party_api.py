@@ -193,13 +193,18 @@ async def test_web_message_needs_a_party_and_sms_a_valid_number(
             "/email",
             {"emailAddress": "a@b.c", "subject": "s", "message": "m", "htmlMessage": "<p>"},
         )
+        not_ascii = await p.post(
+            "/email",
+            {"emailAddress": "a@b.c", "subject": "s", "message": "m", "htmlMessage": "é1"},
+        )
         listed = (await p.get("/v1/messages")).json()["messages"]
     assert no_party.status_code == 400 and "partyId" in no_party.json()["detail"]
     assert bad_number.status_code == 400 and "mobileNumber" in bad_number.json()["detail"]
     assert no_message.status_code == 400 and "message: is required" in no_message.json()["detail"]
     assert no_email_channel.status_code == 404
     assert no_email_channel.json()["code"] == "CHANNEL_NOT_FOUND"
-    assert bad_html.status_code == 400 and "not base64" in bad_html.json()["detail"]
+    for refused in (bad_html, not_ascii):
+        assert refused.status_code == 400 and "not base64" in refused.json()["detail"]
     assert listed == []  # nothing stored for any refused request
 
 

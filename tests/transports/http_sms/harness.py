@@ -8,7 +8,7 @@ from tests.broker.test_contract import receive
 from tests.test_worker import free_port
 from tests.transports.http_sms.fakes import ACCOUNT_SID, AUTH_TOKEN
 from vumi_like.broker import Broker
-from vumi_like.messages import Event, Message
+from vumi_like.messages import Message
 from vumi_like.transports.http_sms import HttpSmsTransportConfig
 
 KANNEL_SECRET = "kannel-callback-secret"
@@ -67,10 +67,6 @@ def outbound(unique: str, content: str = "hello") -> Message:
         transport_type="sms",
         content=content,
     )
-
-
-async def events(broker: Broker, unique: str, count: int) -> list[Event]:
-    return [Event.from_json(d.body) for d in await receive(broker, f"{unique}.event", count)]
 
 
 async def inbound(broker: Broker, unique: str) -> Message:

@@ -10,6 +10,7 @@ import trio
 
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.test_worker import running_worker
+from tests.transports.helpers import events
 from tests.transports.http_sms.fakes import (
     AUTH_TOKEN,
     fake_kannel,
@@ -19,7 +20,6 @@ from tests.transports.http_sms.fakes import (
 )
 from tests.transports.http_sms.harness import (
     KANNEL_SECRET,
-    events,
     inbound,
     kannel_config,
     outbound,

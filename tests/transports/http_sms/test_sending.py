@@ -12,6 +12,7 @@ import trio
 
 from tests.broker.test_contract import nothing_arrives
 from tests.test_worker import free_port, running_worker
+from tests.transports.helpers import events
 from tests.transports.http_sms.fakes import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -22,7 +23,6 @@ from tests.transports.http_sms.fakes import (
 )
 from tests.transports.http_sms.harness import (
     KANNEL_SECRET,
-    events,
     kannel_config,
     outbound,
     twilio_config,

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
 
 from tests.applications.messaging_api.harness import webhook_receiver
-from tests.dispatch.conftest import poll
 from tests.test_cli import running
-from tests.test_cli_store import pipeline_copy
+from tests.test_cli_store import (
+    demo_headers,
+    pipeline_copy,
+    subscribe_and_send,
+    wait_for_status,
+)
 from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.transports.mqtt import open_mqtt_client
 
@@ -41,30 +44,12 @@ async def test_the_mqtt_pipeline_publishes_api_messages_and_receives_inbound(
             await cli.wait_for_log(event="provider up: resuming outbound", worker="mqtt")
             await device.wait_connected()
             await device.subscribe(f"/{base}/messages/#", qos=1)
-            token = await http.post(
-                "/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=("demo", "demo-secret"),
-            )
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            hook = await http.post("/v1/webhooks", json={"url": receiver.hook}, headers=headers)
-            assert hook.status_code == 201, hook.text
-            sent = await http.post(
-                "/v1/messages",
-                json={"channel": "mqtt", "receiver": "device-7", "content": "reboot"},
-                headers=headers,
-            )
-            assert sent.status_code == 202, sent.text
-            message_id = sent.json()["messageId"]
+            headers = await demo_headers(http)
+            command = {"channel": "mqtt", "receiver": "device-7", "content": "reboot"}
+            message_id = await subscribe_and_send(http, headers, receiver.hook, command)
             published = await device.messages.receive()
 
-            async def sent_status() -> bool:
-                answer = await http.get(f"/v1/messages/{message_id}", headers=headers)
-                statuses.append(answer.json())
-                return statuses[-1]["status"] == "SENT"
-
-            statuses: list[dict[str, Any]] = []
-            await poll(sent_status)
+            await wait_for_status(http, headers, message_id, "SENT")
 
             await device.publish(f"/{base}/in/device-7", b"rebooted", qos=1)
             await receiver.wait_for(lambda _: bool(receiver.of("MESSAGE_RECEIVED")))

@@ -10,10 +10,11 @@ import trio
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.dispatch.conftest import poll
 from tests.test_worker import running_worker
+from tests.transports.helpers import events
 from tests.transports.mqtt.conftest import quick_settings
 from tests.transports.mqtt.test_reconnect import proxy_to
 from vumi_like.broker import BrokerInspector
-from vumi_like.messages import Event, EventType, Message
+from vumi_like.messages import EventType, Message
 from vumi_like.transports.mqtt import MqttTransport, MqttTransportConfig, open_mqtt_client
 
 NOTIFICATION = {
@@ -47,10 +48,6 @@ def outbound(unique: str, **mqtt: Any) -> Message:
         content="I love oov",
         helper_metadata={"mqtt": mqtt} if mqtt else {},
     )
-
-
-async def events(broker: BrokerInspector, unique: str, count: int) -> list[Event]:
-    return [Event.from_json(d.body) for d in await receive(broker, f"{unique}.event", count)]
 
 
 async def test_a_notification_is_published_on_its_topic_and_acked_after_the_puback(

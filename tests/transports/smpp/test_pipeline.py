@@ -10,7 +10,7 @@ import trio
 
 from tests.applications.messaging_api.harness import webhook_receiver
 from tests.test_cli import running
-from tests.test_cli_store import pipeline_copy
+from tests.test_cli_store import demo_headers, pipeline_copy, subscribe_and_send
 from tests.transports.smpp.smsc import FakeSmsc, receipt
 
 SMPP_PIPELINE = Path(__file__).resolve().parents[3] / "config" / "smpp.yaml"
@@ -28,21 +28,9 @@ async def test_the_smpp_pipeline_takes_an_api_sms_to_delivered(tmp_path: Path, s
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}", timeout=10) as http,
         ):
             await cli.wait_for_log(event="provider up: resuming outbound", worker="smpp")
-            token = await http.post(
-                "/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=("demo", "demo-secret"),
-            )
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            hook = await http.post("/v1/webhooks", json={"url": receiver.hook}, headers=headers)
-            assert hook.status_code == 201, hook.text
-            sent = await http.post(
-                "/v1/messages",
-                json={"channel": "sms", "receiver": "+27820000001", "content": "Hi there"},
-                headers=headers,
-            )
-            assert sent.status_code == 202, sent.text
-            message_id = sent.json()["messageId"]
+            headers = await demo_headers(http)
+            sms = {"channel": "sms", "receiver": "+27820000001", "content": "Hi there"}
+            message_id = await subscribe_and_send(http, headers, receiver.hook, sms)
             await receiver.wait_for(lambda _: bool(receiver.of("SENT", message_id)))
             await smsc.deliver(receipt(smsc.message_ids[0]))
             await receiver.wait_for(lambda _: bool(receiver.of("DELIVERED", message_id)))

@@ -14,11 +14,12 @@ from tests.broker.test_contract import nothing_arrives, receive
 from tests.conftest import require_service
 from tests.dispatch.conftest import poll
 from tests.test_worker import running_worker
+from tests.transports.helpers import events
 from tests.transports.smpp.smsc import FakeSmsc, SubmitAction, receipt
 from vumi_like.broker import BrokerInspector
 from vumi_like.class_paths import resolve_class
 from vumi_like.config import config_from_data
-from vumi_like.messages import DeliveryStatus, Event, EventType, Message
+from vumi_like.messages import DeliveryStatus, EventType, Message
 from vumi_like.transports.smpp import DeliverSm, SmppTransport, SmppTransportConfig
 from vumi_like.transports.smpp.framing import encode_pdu
 from vumi_like.worker import BaseWorker
@@ -66,10 +67,6 @@ def outbound(unique: str, content: str = "hello", to_addr: str = "27820000001") 
         transport_type="sms",
         content=content,
     )
-
-
-async def events(broker: BrokerInspector, unique: str, count: int) -> list[Event]:
-    return [Event.from_json(d.body) for d in await receive(broker, f"{unique}.event", count)]
 
 
 async def send(broker: BrokerInspector, unique: str, message: Message) -> None:

@@ -9,12 +9,13 @@ from typing import Any
 
 import trio
 
-from tests.broker.test_contract import nothing_arrives, receive
+from tests.broker.test_contract import nothing_arrives
 from tests.test_worker import free_port, running_worker
+from tests.transports.helpers import events
 from tests.transports.smtp.conftest import StartServer
 from tests.transports.smtp.servers import Recorder
 from vumi_like.broker import BrokerInspector
-from vumi_like.messages import DeliveryStatus, Event, EventType, Message
+from vumi_like.messages import DeliveryStatus, EventType, Message
 from vumi_like.transports.smtp import SmtpTransport, SmtpTransportConfig
 
 
@@ -41,10 +42,6 @@ def outbound(unique: str, to_addr: str = "bob@example.com", **fields: Any) -> Me
         content="Your order shipped.",
         **fields,
     )
-
-
-async def events(broker: BrokerInspector, unique: str, count: int) -> list[Event]:
-    return [Event.from_json(d.body) for d in await receive(broker, f"{unique}.event", count)]
 
 
 async def wait_for_mails(recorder: Recorder, count: int) -> None:

@@ -27,7 +27,6 @@ a transport may then see a message twice (its ``message_id`` is the same).
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -283,7 +282,7 @@ def email_metadata(payload: dict[str, Any]) -> dict[str, Any]:
     if "html_base64" in payload:
         try:
             email["html"] = base64.b64decode(payload["html_base64"], validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
             raise ProblemError(
                 400, "the HTML body is not base64 of UTF-8 text", code="VALIDATION_FAILED"
             ) from None
