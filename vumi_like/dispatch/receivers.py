@@ -10,8 +10,10 @@ both per receiver (scheme, host and port of the URL), keep it to its share:
   (a trip through the broker and back costs far more than the milliseconds a healthy
   receiver takes to free a slot), but no more than ``per_receiver_concurrency`` jobs
   wait per receiver, none longer than ``patience``: the others go back to the broker
-  for a short, jittered while. So one receiver holds at most twice its concurrency in
-  delivery slots, never all of them (that is the problem);
+  for a short, jittered while, longer the more have gone back since one last found
+  room (up to twenty times). So one receiver holds at most twice its concurrency in
+  delivery slots, never all of them (that is the problem), and its backlog waits on
+  the broker rather than cycling through the dispatcher;
 * after a failed post, the receiver rests for a while that grows with consecutive
   failures (capped); jobs for a resting receiver go back to the broker until the rest
   is over, so a dead receiver costs one timed-out post per rest, not one per job.
@@ -43,6 +45,7 @@ class _Receiver:
     resting_until: float = 0.0
     freed: trio.Event = attrs.field(factory=trio.Event)  # set when a post ends
     waiting: int = 0  # jobs waiting in ``claim`` for a slot
+    busy_streak: int = 0  # jobs sent back as busy since one last found a free slot
 
     def free_one(self) -> None:
         self.in_flight -= 1
@@ -75,8 +78,12 @@ class Receivers:
         if resting > 0:
             return resting * self._random.uniform(1.0, 1.5)
         if state.in_flight >= self.per_receiver_concurrency:
-            # Busy, not failing: back soon (its posts take well under a second each).
-            return self._random.uniform(0.1, 0.3)
+            # Busy, not failing: back soon, but the later the more jobs have been sent
+            # back since one last found room, so that a backlog waits on the broker
+            # instead of cycling through the dispatcher every few hundred milliseconds.
+            state.busy_streak += 1
+            backlog = 1 + state.busy_streak / (2 * self.per_receiver_concurrency)
+            return self._random.uniform(0.1, 0.3) * min(backlog, 20.0)
         return None
 
     async def claim(self, url: str, patience: float) -> float | None:
@@ -86,6 +93,8 @@ class Receivers:
         A slot taken is given back by ``finished`` (after a post) or ``release``.
         """
         state = self._state(url)
+        if state.in_flight < self.per_receiver_concurrency and state.waiting == 0:
+            state.busy_streak = 0  # room without waiting: no backlog left
         if state.waiting < self.per_receiver_concurrency:
             state.waiting += 1
             try:
