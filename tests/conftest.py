@@ -84,3 +84,14 @@ async def broker(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[B
         url = AMQP_URL
     async with tracked_broker(url, unique) as b:
         yield b
+
+
+MQTT_URL = os.environ.get("VUMI_LIKE_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+
+@pytest.fixture
+def mosquitto() -> tuple[str, int]:
+    """Host and port of the shared Mosquitto (``VUMI_LIKE_TEST_MQTT_URL``)."""
+    require_service(MQTT_URL, 1883, "Mosquitto")
+    parts = urlsplit(MQTT_URL)
+    return parts.hostname or "127.0.0.1", parts.port or 1883

@@ -12,6 +12,7 @@ import yaml
 
 from tests.applications.messaging_api.harness import webhook_receiver
 from tests.test_cli import free_port, running, user_error, vumi_like, write_yaml
+from vumi_like.stores import open_store
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "config" / "quickstart.yaml"
 
@@ -134,3 +135,52 @@ async def test_the_quickstart_sends_an_sms_to_delivered_and_posts_the_webhooks(t
     assert message["status"] == "DELIVERED"
     assert [post.body["statusCode"] for post in receiver.posts] == ["QUEUED", "SENT", "DELIVERED"]
     assert "Traceback" not in cli.stderr.decode()
+
+
+async def test_the_notification_registry_is_managed_from_the_command_line(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    common = ("--tenant", "acme", "--store-url", url)
+    added = await vumi_like("notifications", "add-user", "bob", "--real-name", "Bob S", *common)
+    again = await vumi_like("notifications", "add-user", "bob", "--real-name", "Bob", *common)
+    form = await vumi_like(
+        "notifications",
+        "set-target",
+        "xform",
+        "1337",
+        "--name",
+        "Survey",
+        "--form-id",
+        "s1",
+        *common,
+    )
+    member = await vumi_like(
+        "notifications", "set-member", "xform", "1337", "bob", "view", *common
+    )
+    stranger = await vumi_like(
+        "notifications", "set-member", "xform", "1337", "eve", "view", *common
+    )
+    no_form = await vumi_like(
+        "notifications", "set-member", "project", "9", "bob", "admin", *common
+    )
+    removed = await vumi_like("notifications", "remove-member", "xform", "1337", "bob", *common)
+    not_there = await vumi_like("notifications", "remove-member", "xform", "1337", "bob", *common)
+
+    for result in (added, form, member, removed):
+        assert result.returncode == 0, result.stderr.decode()
+    assert "client_secret: " in added.stdout.decode()
+    assert "exists already" in user_error(again)
+    assert "no user 'eve'" in user_error(stranger)
+    assert "set-target it first" in user_error(no_form)
+    assert "is not on xform" in user_error(not_there)
+    async with open_store(url) as store:
+        user = await store.notification_user("acme", "bob")
+        target = await store.notification_target("acme", "xform", "1337")
+        secret = added.stdout.decode().split("client_secret: ")[1].split()[0]
+        tenant = await store.verify_client("bob", secret)
+    assert user is not None and (user.real_name, user.client_id) == ("Bob S", "bob")
+    assert target is not None and (target.name, target.form_id, target.members) == (
+        "Survey",
+        "s1",
+        {},
+    )
+    assert tenant == "acme"  # the user signs in with the secret printed

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,8 +38,10 @@ from urllib.parse import unquote_plus
 import attrs
 import jwt
 from pydantic import Field, SecretStr, field_validator
+from quart import Response
 
 from vumi_like.config import ConfigModel
+from vumi_like.errors import PROBLEM_CONTENT_TYPE, problem_body
 
 __all__ = [
     "ALGORITHMS",
@@ -94,6 +97,22 @@ class OAuthError(Exception):
         self.description = description
         self.status = status
         self.basic_challenge = basic_challenge
+
+
+def oauth_error_response(error: OAuthError) -> Response:
+    """``error`` as both an RFC 7807 problem and an RFC 6749 error response, with the
+    ``WWW-Authenticate`` challenge it calls for."""
+    headers = {"Cache-Control": "no-store"}
+    if error.error == "invalid_token":
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    elif error.basic_challenge:
+        headers["WWW-Authenticate"] = 'Basic realm="vumi-like"'
+    code = "UNAUTHORIZED" if error.status == 401 else "VALIDATION_FAILED"
+    body = problem_body(error.status, error.description, code=code)
+    body.update(error=error.error, error_description=error.description)
+    return Response(
+        json.dumps(body), status=error.status, content_type=PROBLEM_CONTENT_TYPE, headers=headers
+    )
 
 
 @attrs.frozen

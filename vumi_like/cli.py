@@ -5,6 +5,10 @@
     vumi-like dlq list|show ID|replay (ID | --all) [--amqp-url URL] [--queue NAME]
     vumi-like db upgrade [--store-url URL]
     vumi-like clients add CLIENT_ID --tenant TENANT [--secret S] | list | remove CLIENT_ID
+    vumi-like notifications add-user USERNAME --real-name NAME --tenant TENANT
+                          | set-target TYPE ID --name NAME [--form-id F] --tenant TENANT
+                          | set-member TYPE ID USERNAME PERMISSION --tenant TENANT
+                          | remove-member TYPE ID USERNAME --tenant TENANT
 
 Every failure a user can cause (bad class path, bad config, unreachable broker or
 Redis, malformed YAML) ends with one line on stderr and exit code 2; a worker that
@@ -49,6 +53,7 @@ from vumi_like.sentry import configure_error_reporting
 from vumi_like.stores import (
     DEFAULT_STORE_URL,
     AlreadyExists,
+    MessageStore,
     StoreError,
     current_revision,
     head_revision,
@@ -395,6 +400,81 @@ def cmd_clients(argv: Sequence[str]) -> None:
     _run_trio(main)
 
 
+def cmd_notifications(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(
+        prog="vumi-like notifications",
+        description="The Notifications API's users, forms and projects, and their members.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    user = sub.add_parser(
+        "add-user", help="add a user and the OAuth2 client it signs in as (secret shown once)"
+    )
+    user.add_argument("username")
+    user.add_argument("--real-name", required=True)
+    user.add_argument("--client-id", help="the user's client id (default: the username)")
+    target = sub.add_parser("set-target", help="create or rename a form (xform) or project")
+    target.add_argument("target_type", choices=["xform", "project"])
+    target.add_argument("target_id")
+    target.add_argument("--name", required=True)
+    target.add_argument("--form-id", help="a form's form_id")
+    member = sub.add_parser("set-member", help="give a user a permission on a form or project")
+    member.add_argument("target_type", choices=["xform", "project"])
+    member.add_argument("target_id")
+    member.add_argument("username")
+    member.add_argument("permission", choices=["view", "edit", "admin"])
+    remove = sub.add_parser("remove-member", help="take a user off a form or project")
+    remove.add_argument("target_type", choices=["xform", "project"])
+    remove.add_argument("target_id")
+    remove.add_argument("username")
+    for action in (user, target, member, remove):
+        action.add_argument("--tenant", required=True)
+        _store_url_argument(action)
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+
+    async def main() -> None:
+        async with open_store(args.store_url) as store:
+            await _notifications_action(store, args)
+
+    _run_trio(main)
+
+
+async def _notifications_action(store: MessageStore, args: argparse.Namespace) -> None:
+    tenant = args.tenant
+    if args.action == "add-user":
+        client_id = args.client_id or args.username
+        secret = secrets.token_urlsafe(24)
+        if await store.notification_user(tenant, args.username) is not None:
+            raise CliError(f"user {args.username!r} exists already")
+        try:
+            await store.add_client(client_id, tenant, secret)
+        except AlreadyExists:
+            raise CliError(f"client {client_id!r} exists already") from None
+        await store.add_notification_user(tenant, args.username, args.real_name, client_id)
+        print(f"username: {args.username}\nclient_id: {client_id}\ntenant: {tenant}")
+        print(f"client_secret: {secret}  (shown once; store it now)")
+    elif args.action == "set-target":
+        await store.set_notification_target(
+            tenant, args.target_type, args.target_id, args.name, args.form_id
+        )
+        print(f"{args.target_type} {args.target_id}: {args.name}")
+    elif args.action == "set-member":
+        if await store.notification_target(tenant, args.target_type, args.target_id) is None:
+            raise CliError(f"no {args.target_type} {args.target_id!r}: set-target it first")
+        if await store.notification_user(tenant, args.username) is None:
+            raise CliError(f"no user {args.username!r}: add-user it first")
+        await store.set_notification_member(
+            tenant, args.target_type, args.target_id, args.username, args.permission
+        )
+        print(f"{args.username}: {args.permission} on {args.target_type} {args.target_id}")
+    elif not await store.remove_notification_member(
+        tenant, args.target_type, args.target_id, args.username
+    ):
+        raise CliError(f"{args.username!r} is not on {args.target_type} {args.target_id!r}")
+    else:
+        print(f"removed {args.username} from {args.target_type} {args.target_id}")
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -436,6 +516,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "dlq": cmd_dlq,
     "db": cmd_db,
     "clients": cmd_clients,
+    "notifications": cmd_notifications,
 }
 
 

@@ -29,6 +29,7 @@ WORKERS = [
     "vumi_like.applications.echo.EchoApplication",
     "vumi_like.applications.turn_channels_api.TurnChannelsApi",
     "vumi_like.applications.messaging_api.MessagingApi",
+    "vumi_like.applications.notifications.NotificationsApi",
     "vumi_like.dispatch.EventDispatcher",
 ]
 

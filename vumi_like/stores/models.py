@@ -7,6 +7,7 @@ Times that come out of the store are aware datetimes in UTC. Times going in may 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -243,4 +244,54 @@ class ClientInfo:
 
     client_id: str
     tenant: str
+    created_at: datetime
+
+
+class Permission(StrEnum):
+    """A member's permission on a form or project, each including the ones before it."""
+
+    VIEW = "view"
+    EDIT = "edit"
+    ADMIN = "admin"
+
+    def includes(self, other: Permission) -> bool:
+        order = list(Permission)
+        return order.index(self) >= order.index(other)
+
+
+@attrs.frozen(kw_only=True)
+class NotificationUser:
+    """A user notifications can be sent to and sent by; signs in as OAuth2 ``client_id``."""
+
+    tenant: str
+    username: str
+    real_name: str
+    client_id: str
+
+
+@attrs.frozen(kw_only=True)
+class NotificationTarget:
+    """A form (``xform``, with its ``form_id``) or project, and its members' permissions."""
+
+    tenant: str
+    target_type: str
+    target_id: str
+    name: str
+    form_id: str | None
+    members: Mapping[str, Permission]
+
+
+@attrs.frozen(kw_only=True)
+class Notification:
+    """A message to a user, form or project: ``payload`` as published, ``deliveries``
+    each backend's outcome so far."""
+
+    id: int
+    tenant: str
+    target_type: str
+    target_id: str
+    author: str
+    message: str
+    payload: Mapping[str, Any]
+    deliveries: Mapping[str, Any]
     created_at: datetime

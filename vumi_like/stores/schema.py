@@ -29,6 +29,10 @@ __all__ = [
     "message_events",
     "messages",
     "metadata",
+    "notification_members",
+    "notification_targets",
+    "notification_users",
+    "notifications",
     "parties",
     "webhook_deliveries",
     "webhooks",
@@ -161,4 +165,63 @@ clients = sa.Table(
     sa.Column("tenant", sa.String(), nullable=False),
     sa.Column("secret_hash", sa.Text(), nullable=False),  # see client_secrets.py
     _time("created_at"),
+)
+
+# Notifications to users, forms and projects (seed 004): who may post and read what.
+
+notification_users = sa.Table(
+    "notification_users",
+    metadata,
+    sa.Column("tenant", sa.String(), primary_key=True),
+    sa.Column("username", sa.String(), primary_key=True),
+    sa.Column("real_name", sa.String(), nullable=False),
+    # The OAuth2 client this user signs in as: its token's client is the author.
+    sa.Column("client_id", sa.String(), nullable=False, unique=True),
+    _time("created_at"),
+)
+
+notification_targets = sa.Table(
+    "notification_targets",
+    metadata,
+    sa.Column("tenant", sa.String(), primary_key=True),
+    sa.Column("target_type", sa.String(16), primary_key=True),  # xform | project
+    sa.Column("target_id", sa.String(), primary_key=True),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("form_id", sa.String(), nullable=True),  # forms only
+    _time("created_at"),
+)
+
+notification_members = sa.Table(
+    "notification_members",
+    metadata,
+    sa.Column("tenant", sa.String(), primary_key=True),
+    sa.Column("target_type", sa.String(16), primary_key=True),
+    sa.Column("target_id", sa.String(), primary_key=True),
+    sa.Column("username", sa.String(), primary_key=True),
+    sa.Column("permission", sa.String(8), nullable=False),  # view | edit | admin
+    sa.ForeignKeyConstraint(
+        ["tenant", "target_type", "target_id"],
+        [
+            notification_targets.c.tenant,
+            notification_targets.c.target_type,
+            notification_targets.c.target_id,
+        ],
+        ondelete="CASCADE",
+    ),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    # An integer, as the seed's messages have ("id": 3).
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("target_type", sa.String(16), nullable=False),  # user | xform | project
+    sa.Column("target_id", sa.String(), nullable=False),
+    sa.Column("author", sa.String(), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("payload", _JSON, nullable=False),  # as published
+    sa.Column("deliveries", _JSON, nullable=False),  # backend -> its outcome
+    _time("created_at"),
+    sa.Index("ix_notifications_target", "tenant", "target_type", "target_id", "id"),
 )

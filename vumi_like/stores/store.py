@@ -53,14 +53,26 @@ from vumi_like.stores.models import (
     IdempotencyClaim,
     NewBatch,
     NewMessage,
+    Notification,
+    NotificationTarget,
+    NotificationUser,
     Page,
     Party,
+    Permission,
     StoredMessage,
     Webhook,
     WebhookDelivery,
 )
 from vumi_like.stores.pagination import MAX_PAGE_SIZE
-from vumi_like.stores.queries import clients, idempotency, messages, parties, to_db, webhooks
+from vumi_like.stores.queries import (
+    clients,
+    idempotency,
+    messages,
+    notifications,
+    parties,
+    to_db,
+    webhooks,
+)
 from vumi_like.stores.status import MessageStatus
 
 __all__ = ["MessageStore", "open_store"]
@@ -388,6 +400,118 @@ class MessageStore:
 
     async def remove_client(self, client_id: str) -> bool:
         return await self._run(clients.remove_client, client_id)
+
+    # -- notifications (seed 004) -----------------------------------------------------
+
+    async def add_notification_user(
+        self, tenant: str, username: str, real_name: str, client_id: str
+    ) -> NotificationUser:
+        """Register a user, signing in as OAuth2 ``client_id``; ``AlreadyExists`` if the
+        username or the client is taken."""
+        return await self._run(
+            notifications.add_user, tenant, username, real_name, client_id, self._now()
+        )
+
+    async def notification_user_by_client(self, client_id: str) -> NotificationUser | None:
+        return await self._run(notifications.user_by_client, client_id, read_only=True)
+
+    async def notification_user(self, tenant: str, username: str) -> NotificationUser | None:
+        return await self._run(notifications.user_by_name, tenant, username, read_only=True)
+
+    async def set_notification_target(
+        self, tenant: str, target_type: str, target_id: str, name: str, form_id: str | None = None
+    ) -> None:
+        """Create or update a form (``xform``) or project."""
+        await self._run(
+            notifications.set_target, tenant, target_type, target_id, name, form_id, self._now()
+        )
+
+    async def notification_target(
+        self, tenant: str, target_type: str, target_id: str
+    ) -> NotificationTarget | None:
+        return await self._run(
+            notifications.get_target, tenant, target_type, target_id, read_only=True
+        )
+
+    async def set_notification_member(
+        self,
+        tenant: str,
+        target_type: str,
+        target_id: str,
+        username: str,
+        permission: Permission | str,
+    ) -> None:
+        await self._run(
+            notifications.set_member,
+            tenant,
+            target_type,
+            target_id,
+            username,
+            Permission(permission),
+        )
+
+    async def remove_notification_member(
+        self, tenant: str, target_type: str, target_id: str, username: str
+    ) -> bool:
+        return await self._run(
+            notifications.remove_member, tenant, target_type, target_id, username
+        )
+
+    async def create_notification(
+        self,
+        tenant: str,
+        target_type: str,
+        target_id: str,
+        author: str,
+        message: str,
+        payload: dict[str, Any],
+        deliveries: dict[str, Any],
+    ) -> Notification:
+        return await self._run(
+            notifications.create_notification,
+            tenant,
+            target_type,
+            target_id,
+            author,
+            message,
+            payload,
+            deliveries,
+            self._now(),
+        )
+
+    async def get_notification(self, tenant: str, pk: int) -> Notification | None:
+        return await self._run(notifications.get_notification, tenant, pk, read_only=True)
+
+    async def delete_notification(self, tenant: str, pk: int) -> bool:
+        return await self._run(notifications.delete_notification, tenant, pk)
+
+    async def list_notifications(
+        self,
+        tenant: str,
+        target_type: str,
+        target_id: str,
+        *,
+        author: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page[Notification]:
+        """A target's notifications (only ``author``'s, if given), newest first."""
+        return await self._run(
+            notifications.list_notifications,
+            tenant,
+            target_type,
+            target_id,
+            author,
+            cursor,
+            limit,
+            read_only=True,
+        )
+
+    async def record_notification_delivery(
+        self, pk: int, backend: str, outcome: dict[str, Any]
+    ) -> bool:
+        """Set ``backend``'s outcome on notification ``pk``; False if it was deleted."""
+        return await self._run(notifications.record_delivery, pk, backend, outcome)
 
 
 @asynccontextmanager

@@ -13,24 +13,15 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import trio
 
-from tests.conftest import IN_CI, require_service
+from tests.conftest import IN_CI
 from tests.transports.mqtt.private_broker import PrivateBroker, mosquitto_binary, private_broker
 from vumi_like.transports.mqtt import ConnectionState, MqttSettings
 
 MQTT_URL = os.environ.get("VUMI_LIKE_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
-
-
-@pytest.fixture
-def mosquitto() -> tuple[str, int]:
-    """Host and port of the shared Mosquitto."""
-    require_service(MQTT_URL, 1883, "Mosquitto")
-    parts = urlsplit(MQTT_URL)
-    return parts.hostname or "127.0.0.1", parts.port or 1883
 
 
 @pytest.fixture

@@ -39,8 +39,14 @@ from vumi_like.applications.messaging_api.openapi import (
     yaml_response,
 )
 from vumi_like.applications.messaging_api.outbox import BatchJob, Outbox
-from vumi_like.auth import OAuthError, Principal, TokenService, client_credentials
-from vumi_like.errors import PROBLEM_CONTENT_TYPE, ProblemError, problem_body, problem_response
+from vumi_like.auth import (
+    OAuthError,
+    Principal,
+    TokenService,
+    client_credentials,
+    oauth_error_response,
+)
+from vumi_like.errors import ProblemError, problem_response
 from vumi_like.messaging.channels import Channels
 from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import WebhookJob
@@ -151,22 +157,7 @@ class MessagingApi(BaseWorker):
         return problem_response(400, "the body is not UTF-8 text", code="VALIDATION_FAILED")
 
     async def _oauth_error(self, error: OAuthError) -> Response:
-        headers = {}
-        if error.error == "invalid_token":
-            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        elif error.basic_challenge:
-            headers["WWW-Authenticate"] = 'Basic realm="vumi-like"'
-        code = "UNAUTHORIZED" if error.status == 401 else "VALIDATION_FAILED"
-        body = problem_body(error.status, error.description, code=code)
-        # Both an RFC 7807 problem and an RFC 6749 error response.
-        body.update(error=error.error, error_description=error.description)
-        headers["Cache-Control"] = "no-store"
-        return Response(
-            json.dumps(body),
-            status=error.status,
-            content_type=PROBLEM_CONTENT_TYPE,
-            headers=headers,
-        )
+        return oauth_error_response(error)
 
     async def _store_unavailable(self, error: StoreUnavailable) -> Response:
         self.log.error("store unavailable", error=str(error))
