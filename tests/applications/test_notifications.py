@@ -326,3 +326,68 @@ async def test_lists_come_in_pages_linked_by_the_next_url(
     assert [m["message"] for m in first.json()] == ["message 2", "message 1"]
     assert [m["message"] for m in rest.json()] == ["message 0"]
     assert "link" not in rest.headers
+
+
+async def test_forms_and_projects_are_managed_by_their_admins(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    base = f"{PREFIX}/targets"
+    async with running_api(broker, tmp_path, unique) as api:
+        http, as_user = api.http, api.as_user
+        created = await http.put(
+            f"{base}/project/42", json={"name": "Census"}, headers=as_user("carl-client")
+        )
+        added = await http.put(
+            f"{base}/project/42/members/dora",
+            json={"permission": "view"},
+            headers=as_user("carl-client"),
+        )
+        by_viewer = await http.put(
+            f"{base}/project/42/members/bob",
+            json={"permission": "admin"},
+            headers=as_user("dora-client"),
+        )
+        rename_by_viewer = await http.put(
+            f"{base}/project/42", json={"name": "Mine"}, headers=as_user("dora-client")
+        )
+        unknown_user = await http.put(
+            f"{base}/project/42/members/nobody",
+            json={"permission": "view"},
+            headers=as_user("carl-client"),
+        )
+        bad_permission = await http.put(
+            f"{base}/project/42/members/dora",
+            json={"permission": "owner"},
+            headers=as_user("carl-client"),
+        )
+        seen_by_dora = await http.get(f"{base}/project/42", headers=as_user("dora-client"))
+        seen_by_bob = await http.get(f"{base}/project/42", headers=as_user("bob-client"))
+        renamed = await http.put(
+            f"{base}/project/42", json={"name": "Census 2026"}, headers=as_user("carl-client")
+        )
+        removed = await http.delete(
+            f"{base}/project/42/members/dora", headers=as_user("carl-client")
+        )
+        dora_posts = await api.post(
+            "dora-client", {"target_type": "project", "target_id": "42", "message": "x"}
+        )
+        form_id_on_project = await http.put(
+            f"{base}/project/43",
+            json={"name": "P", "form_id": "f"},
+            headers=as_user("carl-client"),
+        )
+        bad_type = await http.get(f"{base}/group/1", headers=as_user("carl-client"))
+    assert created.status_code == 201, created.text
+    assert created.json()["members"] == {"carl": "admin"}  # its creator
+    assert added.status_code == 204
+    problem(by_viewer, 403, "FORBIDDEN")
+    problem(rename_by_viewer, 403, "FORBIDDEN")
+    problem(unknown_user, 404, "USER_NOT_FOUND")
+    assert "permission" in problem(bad_permission, 400, "VALIDATION_FAILED")["detail"]
+    assert seen_by_dora.json()["members"] == {"carl": "admin", "dora": "view"}
+    problem(seen_by_bob, 403, "FORBIDDEN")
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Census 2026"
+    assert removed.status_code == 204
+    problem(dora_posts, 403, "FORBIDDEN")
+    problem(form_id_on_project, 400, "VALIDATION_FAILED")
+    problem(bad_type, 404, "TARGET_NOT_FOUND")

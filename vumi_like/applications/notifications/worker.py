@@ -9,7 +9,13 @@ Under ``prefix`` (default ``/api/v1/messaging``):
 * ``GET ?target_type=&target_id=``: that target's messages, newest first (a page at a
   time: the next page's URL is in a ``Link: <...>; rel="next"`` header); without them,
   an empty list, as the seed says;
-* ``GET /{pk}``, ``DELETE /{pk}`` (204).
+* ``GET /{pk}``, ``DELETE /{pk}`` (204);
+* the registry's forms and projects: ``PUT /targets/{xform|project}/{id}``
+  (``{"name", "form_id"}``: creates one, its creator becoming its admin, or renames
+  it, for its admins), ``GET`` it (with its members, for members), and
+  ``PUT``/``DELETE /targets/{type}/{id}/members/{username}`` (``{"permission": "view" |
+  "edit" | "admin"}``, for its admins). Users, who need client credentials, are added
+  with ``vumi-like notifications add-user``.
 
 Who may do what (each refusal an RFC 7807 problem):
 
@@ -34,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -61,10 +67,25 @@ from vumi_like.worker import BaseWorker, PublishFailed
 
 __all__ = ["NotificationsApi"]
 
+B = TypeVar("B", bound=BaseModel)
+
 BACKEND = "mqtt"
 _MESSAGE_ID = re.compile(r"^notification-(\d+)-mqtt$")
 # What a topic level may not hold (MqttTransport refuses it too, but only after a 201).
 _NOT_IN_TARGET_ID = re.compile(r"[/+#\x00]")
+
+
+class TargetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    form_id: str | None = Field(default=None, max_length=255)
+
+
+class MemberBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    permission: Permission
 
 
 class NewNotification(BaseModel):
@@ -99,6 +120,12 @@ class NotificationsApi(BaseWorker):
         http.add_url_rule(prefix, "list", self._list_route, methods=["GET"])
         http.add_url_rule(f"{prefix}/<int:pk>", "get", self._get_route, methods=["GET"])
         http.add_url_rule(f"{prefix}/<int:pk>", "delete", self._delete_route, methods=["DELETE"])
+        target = f"{prefix}/targets/<target_type>/<target_id>"
+        http.add_url_rule(target, "get_target", self._get_target_route, methods=["GET"])
+        http.add_url_rule(target, "set_target", self._set_target_route, methods=["PUT"])
+        member = f"{target}/members/<username>"
+        http.add_url_rule(member, "set_member", self._set_member_route, methods=["PUT"])
+        http.add_url_rule(member, "remove_member", self._remove_member_route, methods=["DELETE"])
         http.register_error_handler(OAuthError, self._oauth_error)
         http.register_error_handler(StoreUnavailable, self._store_unavailable)
 
@@ -148,7 +175,7 @@ class NotificationsApi(BaseWorker):
 
     async def _create_route(self) -> Response:
         caller = await self.caller()
-        body = await self._body()
+        body = await self._body(NewNotification)
         if _NOT_IN_TARGET_ID.search(body.target_id):
             raise ProblemError(
                 400, "target_id may not contain '/', '+', '#' or NUL", code="VALIDATION_FAILED"
@@ -266,13 +293,95 @@ class NotificationsApi(BaseWorker):
         await self.store.delete_notification(caller.tenant, pk)
         return Response("", 204)
 
-    async def _body(self) -> NewNotification:
+    async def _body(self, model: type[B]) -> B:
         raw = await request.get_data(as_text=False)
         try:
-            return NewNotification.model_validate_json(raw)
+            return model.model_validate_json(raw)
         except ValidationError as exc:
             detail = describe_validation_error(exc, subject="the body")
             raise ProblemError(400, detail, code="VALIDATION_FAILED") from None
+
+    # -- the registry: forms and projects, and their members
+
+    @staticmethod
+    def _group_type(target_type: str) -> str:
+        if target_type not in ("xform", "project"):
+            raise ProblemError(
+                404, f"no target type {target_type!r}: xform or project", code="TARGET_NOT_FOUND"
+            )
+        return target_type
+
+    async def _get_target_route(self, target_type: str, target_id: str) -> Response:
+        caller = await self.caller()
+        await self._check_member(caller, self._group_type(target_type), target_id, Permission.VIEW)
+        return await self._target_answer(caller.tenant, target_type, target_id, 200)
+
+    async def _target_answer(
+        self, tenant: str, target_type: str, target_id: str, status: int
+    ) -> Response:
+        target = await self.store.notification_target(tenant, target_type, target_id)
+        assert target is not None
+        body = {
+            "target_type": target_type,
+            "target_id": target_id,
+            "name": target.name,
+            "form_id": target.form_id,
+            "members": {name: str(permission) for name, permission in target.members.items()},
+        }
+        return _json(body, status)
+
+    async def _set_target_route(self, target_type: str, target_id: str) -> Response:
+        """Create a form or project (its creator becomes its admin), or, as its admin,
+        rename it."""
+        caller = await self.caller()
+        self._group_type(target_type)
+        body = await self._body(TargetBody)
+        if _NOT_IN_TARGET_ID.search(target_id):
+            raise ProblemError(
+                400, "target_id may not contain '/', '+', '#' or NUL", code="VALIDATION_FAILED"
+            )
+        if body.form_id is not None and target_type != "xform":
+            raise ProblemError(400, "only a form has a form_id", code="VALIDATION_FAILED")
+        existing = await self.store.notification_target(caller.tenant, target_type, target_id)
+        if existing is not None:
+            await self._check_member(caller, target_type, target_id, Permission.ADMIN)
+        await self.store.set_notification_target(
+            caller.tenant, target_type, target_id, body.name, body.form_id
+        )
+        if existing is None:
+            await self.store.set_notification_member(
+                caller.tenant, target_type, target_id, caller.username, Permission.ADMIN
+            )
+        status = 200 if existing else 201
+        return await self._target_answer(caller.tenant, target_type, target_id, status)
+
+    async def _set_member_route(self, target_type: str, target_id: str, username: str) -> Response:
+        caller = await self.caller()
+        await self._check_member(
+            caller, self._group_type(target_type), target_id, Permission.ADMIN
+        )
+        body = await self._body(MemberBody)
+        if await self.store.notification_user(caller.tenant, username) is None:
+            raise ProblemError(404, f"no user {username!r}", code="USER_NOT_FOUND")
+        await self.store.set_notification_member(
+            caller.tenant, target_type, target_id, username, body.permission
+        )
+        return Response("", 204)
+
+    async def _remove_member_route(
+        self, target_type: str, target_id: str, username: str
+    ) -> Response:
+        caller = await self.caller()
+        await self._check_member(
+            caller, self._group_type(target_type), target_id, Permission.ADMIN
+        )
+        if not await self.store.remove_notification_member(
+            caller.tenant, target_type, target_id, username
+        ):
+            raise ProblemError(
+                404, f"{username!r} is not on {target_type} {target_id!r}", code="USER_NOT_FOUND"
+            )
+        return Response("", 204)
 
     # -- the MQTT backend
 
