@@ -85,3 +85,13 @@ def problem_response(
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def store_unavailable_response() -> Response:
+    """The answer of an API whose message store cannot be reached: 503, try again."""
+    return problem_response(
+        503,
+        "the message store is unavailable; try again",
+        code="STORE_UNAVAILABLE",
+        retry_after=5,
+    )

@@ -46,7 +46,7 @@ from vumi_like.auth import (
     client_credentials,
     oauth_error_response,
 )
-from vumi_like.errors import ProblemError, problem_response
+from vumi_like.errors import ProblemError, problem_response, store_unavailable_response
 from vumi_like.messaging.channels import Channels
 from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import WebhookJob
@@ -161,12 +161,7 @@ class MessagingApi(BaseWorker):
 
     async def _store_unavailable(self, error: StoreUnavailable) -> Response:
         self.log.error("store unavailable", error=str(error))
-        return problem_response(
-            503,
-            "the message store is unavailable; try again",
-            code="STORE_UNAVAILABLE",
-            retry_after=5,
-        )
+        return store_unavailable_response()
 
     async def _token_route(self) -> Response:
         form = await request.form

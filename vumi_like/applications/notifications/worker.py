@@ -53,7 +53,7 @@ from vumi_like.applications.notifications.payload import (
     seed_payload,
 )
 from vumi_like.auth import OAuthError, TokenService, oauth_error_response
-from vumi_like.errors import ProblemError, problem_response
+from vumi_like.errors import ProblemError, store_unavailable_response
 from vumi_like.messages import DeliveryStatus, Event, EventType, Message
 from vumi_like.stores import (
     InvalidCursor,
@@ -434,12 +434,7 @@ class NotificationsApi(BaseWorker):
 
     async def _store_unavailable(self, error: StoreUnavailable) -> Response:
         self.log.error("store unavailable", error=str(error))
-        return problem_response(
-            503,
-            "the message store is unavailable; try again",
-            code="STORE_UNAVAILABLE",
-            retry_after=5,
-        )
+        return store_unavailable_response()
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
