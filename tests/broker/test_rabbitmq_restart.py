@@ -93,7 +93,9 @@ async def test_consumers_resume_after_broker_restart_and_nothing_is_lost(
             with trio.CancelScope(shield=True), trio.move_on_after(30):
                 while not broker.connected:  # noqa: ASYNC110 - a flag set by another thread
                     await trio.sleep(0.2)
-                await broker.delete_queue(queue)
+                # The connector declared what it publishes to as well.
+                for kind in ("outbound", "inbound", "event"):
+                    await broker.delete_queue(f"{unique}.{kind}")
 
     assert saw_down, "the broker never reported itself disconnected"
     assert saw_backoff
