@@ -26,10 +26,12 @@ and, for what the provider sends back, calls ``publish_inbound`` and
   reason. A final report shortens the mapping's life to ``final_report_ttl`` rather
   than deleting it, so the duplicates providers send still match.
 * **Provider down**: a subclass calls ``provider_down(reason)`` when its connection is
-  lost (a ``ProviderUnavailable`` from ``send`` does it too) and ``provider_up()`` when
-  it is back. While down, the outbound consumer is paused, so messages wait in the
-  queue (or go to another replica) instead of failing one by one, and ``/health`` says
-  ``provider: down`` with the reason.
+  lost and ``provider_up()`` when it is back. A ``ProviderUnavailable`` from ``send``
+  calls ``provider_down`` too, unless the transport sets ``tracks_connection`` (its
+  client reports both edges itself); one that does not must then notice recovery
+  itself (SMTP probes its server). While down, the outbound consumer is paused, so
+  messages wait in the queue (or go to another replica) instead of failing one by one,
+  and ``/health`` says ``provider: down`` with the reason.
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ class BaseTransport(BaseWorker, abc.ABC):
     # False for a transport that sends one message in several requests and calls
     # ``rate_limit()`` before each itself.
     limit_each_send: ClassVar[bool] = True
+    # True for a transport whose client reports every loss and recovery of its
+    # connection (``provider_down``/``provider_up`` from its callbacks): a
+    # ``ProviderUnavailable`` from ``send`` then only retries, so that a send failing
+    # just after a reconnect cannot pause a transport nothing would resume.
+    tracks_connection: ClassVar[bool] = False
 
     connector: ReceiveOutboundConnector
     cache: MessageCache
@@ -225,7 +232,7 @@ class BaseTransport(BaseWorker, abc.ABC):
             await self.connector.publish_event(Event.nack(message, failure.reason))
             return
         except TemporaryFailure as failure:
-            if isinstance(failure, ProviderUnavailable):
+            if isinstance(failure, ProviderUnavailable) and not self.tracks_connection:
                 self.provider_down(failure.reason)
             await self._retry_or_give_up(message, attempt, failure)
             return

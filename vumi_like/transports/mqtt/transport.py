@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any, Literal
 
+from paho.mqtt.client import topic_matches_sub
 from pydantic import Field, model_validator
 
 from vumi_like.messages import Message
@@ -88,6 +89,7 @@ class MqttTransportConfig(TransportConfig, MqttSettings):
 class MqttTransport(BaseTransport):
     config_class = MqttTransportConfig
     config: MqttTransportConfig
+    tracks_connection = True  # the client reports every loss and recovery
 
     async def setup_provider(self) -> None:
         settings = MqttSettings.model_validate(
@@ -170,15 +172,4 @@ def _payload(message: Message, extras: dict[str, Any]) -> bytes:
 
 def _matching_filter(topic: str, filters: list[str]) -> str:
     """The first subscription filter ``topic`` matches (the topic itself if none does)."""
-    levels = topic.split("/")
-    for topic_filter in filters:
-        parts = topic_filter.split("/")
-        for index, part in enumerate(parts):
-            if part == "#":
-                return topic_filter
-            if index >= len(levels) or (part != "+" and part != levels[index]):
-                break
-        else:
-            if len(parts) == len(levels):
-                return topic_filter
-    return topic
+    return next((f for f in filters if topic_matches_sub(f, topic)), topic)

@@ -36,7 +36,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from vumi_like.config import ConfigModel
 from vumi_like.messages import DeliveryStatus, Message
@@ -206,7 +206,9 @@ class SmppTransportConfig(TransportConfig):
     host: str = Field(default="localhost", description="The SMSC's host")
     port: int = Field(default=2775, ge=1, le=65535, description="The SMSC's port")
     system_id: str = Field(default="smppclient1", max_length=15, description="Bind system_id")
-    password: str = Field(default="password", max_length=8, description="Bind password")
+    password: SecretStr = Field(
+        default=SecretStr("password"), max_length=8, description="Bind password"
+    )
     system_type: str | None = Field(default=None, max_length=12, description="Bind system_type")
     interface_version: int = Field(
         default=34, ge=0, le=34, description="SMPP version: 34 is 3.4, 0 to 33 earlier ones"
@@ -300,7 +302,7 @@ class SmppTransportConfig(TransportConfig):
             host=self.host,
             port=self.port,
             system_id=self.system_id,
-            password=self.password,
+            password=self.password.get_secret_value(),
             system_type=self.system_type or "",
             interface_version=0x34 if self.interface_version == 34 else 0x33,
             address_range=self.address_range or "",
@@ -326,6 +328,7 @@ class SmppTransportConfig(TransportConfig):
 class SmppTransport(BaseTransport):
     config_class = SmppTransportConfig
     config: SmppTransportConfig
+    tracks_connection = True  # the client reports every loss and recovery
     limit_each_send = False  # max_tps counts PDUs: rate_limit() before each submit_sm
 
     async def setup_provider(self) -> None:
@@ -412,15 +415,16 @@ class SmppTransport(BaseTransport):
     async def _receipt(self, deliver: DeliverSm) -> bool:
         """Publish ``deliver`` as a delivery report if it is one; whether it was."""
         receipt = parse_receipt(deliver)
-        message_id = receipt.message_id if receipt else None
-        stat = receipt.stat if receipt else None
-        err = receipt.err if receipt else None
-        status = receipt.status if receipt else None
-        if self.receipt_regex is not None:
-            match = self.receipt_regex.search(deliver.content.decode("latin-1"))
-            if match is not None:
-                message_id, stat = match["id"], match["stat"]
-                status = self.status_mapping.get(stat.upper(), status or DeliveryStatus.PENDING)
+        message_id, stat, err, status = (
+            (receipt.message_id, receipt.stat, receipt.err, receipt.status)
+            if receipt
+            else (None, None, None, None)
+        )
+        if self.receipt_regex is not None and (
+            match := self.receipt_regex.search(deliver.content.decode("latin-1"))
+        ):
+            message_id, stat = match["id"], match["stat"]
+            status = status or DeliveryStatus.PENDING
         if status is None:
             return False
         if stat is not None:
