@@ -58,6 +58,7 @@ from vumi_like.messages import DeliveryStatus, Event, EventType, Message
 from vumi_like.stores import (
     InvalidCursor,
     Notification,
+    NotificationTarget,
     NotificationUser,
     Permission,
     StoreUnavailable,
@@ -147,18 +148,13 @@ class NotificationsApi(BaseWorker):
 
     async def _check_member(
         self, caller: NotificationUser, target_type: str, target_id: str, needed: Permission
-    ) -> None:
+    ) -> NotificationTarget:
+        """The form or project, if the caller has at least ``needed`` on it (else 404/403)."""
         target = await self.store.notification_target(caller.tenant, target_type, target_id)
         if target is None:
             raise ProblemError(404, f"no {target_type} {target_id!r}", code="TARGET_NOT_FOUND")
-        permission = target.members.get(caller.username)
-        if permission is None or not permission.includes(needed):
-            raise ProblemError(
-                403,
-                f"{caller.username!r} needs {needed.value} permission on {target_type} "
-                f"{target_id!r}",
-                code="FORBIDDEN",
-            )
+        _require(caller, target, needed)
+        return target
 
     async def _readable(self, caller: NotificationUser, notification: Notification) -> bool:
         if caller.username == notification.author:
@@ -193,8 +189,9 @@ class NotificationsApi(BaseWorker):
             if target_user is None:
                 raise ProblemError(404, f"no user {body.target_id!r}", code="TARGET_NOT_FOUND")
         else:
-            await self._check_member(caller, body.target_type, body.target_id, Permission.VIEW)
-            target = await self.store.notification_target(tenant, body.target_type, body.target_id)
+            target = await self._check_member(
+                caller, body.target_type, body.target_id, Permission.VIEW
+            )
         payload = seed_payload(
             message=body.message,
             target_type=body.target_type,
@@ -313,22 +310,10 @@ class NotificationsApi(BaseWorker):
 
     async def _get_target_route(self, target_type: str, target_id: str) -> Response:
         caller = await self.caller()
-        await self._check_member(caller, self._group_type(target_type), target_id, Permission.VIEW)
-        return await self._target_answer(caller.tenant, target_type, target_id, 200)
-
-    async def _target_answer(
-        self, tenant: str, target_type: str, target_id: str, status: int
-    ) -> Response:
-        target = await self.store.notification_target(tenant, target_type, target_id)
-        assert target is not None
-        body = {
-            "target_type": target_type,
-            "target_id": target_id,
-            "name": target.name,
-            "form_id": target.form_id,
-            "members": {name: str(permission) for name, permission in target.members.items()},
-        }
-        return _json(body, status)
+        target = await self._check_member(
+            caller, self._group_type(target_type), target_id, Permission.VIEW
+        )
+        return _json(_target_body(target), 200)
 
     async def _set_target_route(self, target_type: str, target_id: str) -> Response:
         """Create a form or project (its creator becomes its admin), or, as its admin,
@@ -344,7 +329,7 @@ class NotificationsApi(BaseWorker):
             raise ProblemError(400, "only a form has a form_id", code="VALIDATION_FAILED")
         existing = await self.store.notification_target(caller.tenant, target_type, target_id)
         if existing is not None:
-            await self._check_member(caller, target_type, target_id, Permission.ADMIN)
+            _require(caller, existing, Permission.ADMIN)
         await self.store.set_notification_target(
             caller.tenant, target_type, target_id, body.name, body.form_id
         )
@@ -352,8 +337,9 @@ class NotificationsApi(BaseWorker):
             await self.store.set_notification_member(
                 caller.tenant, target_type, target_id, caller.username, Permission.ADMIN
             )
-        status = 200 if existing else 201
-        return await self._target_answer(caller.tenant, target_type, target_id, status)
+        target = await self.store.notification_target(caller.tenant, target_type, target_id)
+        assert target is not None
+        return _json(_target_body(target), 200 if existing else 201)
 
     async def _set_member_route(self, target_type: str, target_id: str, username: str) -> Response:
         caller = await self.caller()
@@ -435,6 +421,27 @@ class NotificationsApi(BaseWorker):
     async def _store_unavailable(self, error: StoreUnavailable) -> Response:
         self.log.error("store unavailable", error=str(error))
         return store_unavailable_response()
+
+
+def _require(caller: NotificationUser, target: NotificationTarget, needed: Permission) -> None:
+    permission = target.members.get(caller.username)
+    if permission is None or not permission.includes(needed):
+        raise ProblemError(
+            403,
+            f"{caller.username!r} needs {needed.value} permission on {target.target_type} "
+            f"{target.target_id!r}",
+            code="FORBIDDEN",
+        )
+
+
+def _target_body(target: NotificationTarget) -> dict[str, Any]:
+    return {
+        "target_type": target.target_type,
+        "target_id": target.target_id,
+        "name": target.name,
+        "form_id": target.form_id,
+        "members": {name: str(permission) for name, permission in target.members.items()},
+    }
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:

@@ -9,6 +9,7 @@ newest first, by their integer id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -164,17 +165,19 @@ def remove_member(
     return conn.execute(query).rowcount > 0
 
 
-def _notification(row: sa.Row[Any]) -> Notification:
+def _notification(fields: Mapping[Any, Any]) -> Notification:
+    """A notification from its row's columns. Its payload is published with its id,
+    which is the row's: added here rather than stored twice."""
     return Notification(
-        id=row.id,
-        tenant=row.tenant,
-        target_type=row.target_type,
-        target_id=row.target_id,
-        author=row.author,
-        message=row.message,
-        payload=row.payload,
-        deliveries=row.deliveries,
-        created_at=from_db(row.created_at),
+        id=fields["id"],
+        tenant=fields["tenant"],
+        target_type=fields["target_type"],
+        target_id=fields["target_id"],
+        author=fields["author"],
+        message=fields["message"],
+        payload={**fields["payload"], "id": fields["id"]},
+        deliveries=fields["deliveries"],
+        created_at=from_db(fields["created_at"]),
     )
 
 
@@ -189,7 +192,7 @@ def create_notification(
     deliveries: dict[str, Any],
     now: datetime,
 ) -> Notification:
-    """Store a notification; its ``payload`` gets the id the database chose as ``id``."""
+    """Store a notification; its ``payload`` comes back with the id the database chose."""
     values = {
         "tenant": tenant,
         "target_type": target_type,
@@ -202,13 +205,7 @@ def create_notification(
     }
     inserted = conn.execute(notifications.insert().values(**values)).inserted_primary_key
     assert inserted is not None
-    new_id = inserted[0]
-    payload = {**payload, "id": new_id}
-    conn.execute(
-        sa.update(notifications).where(notifications.c.id == new_id).values(payload=payload)
-    )
-    row = conn.execute(sa.select(notifications).where(notifications.c.id == new_id)).one()
-    return _notification(row)
+    return _notification({"id": inserted[0], **values})
 
 
 def get_notification(conn: sa.Connection, tenant: str, pk: int) -> Notification | None:
@@ -216,7 +213,7 @@ def get_notification(conn: sa.Connection, tenant: str, pk: int) -> Notification 
         notifications.c.tenant == tenant, notifications.c.id == pk
     )
     row = conn.execute(query).one_or_none()
-    return None if row is None else _notification(row)
+    return None if row is None else _notification(row._mapping)
 
 
 def delete_notification(conn: sa.Connection, tenant: str, pk: int) -> bool:
@@ -251,7 +248,7 @@ def list_notifications(
     next_cursor = None
     if len(rows) > size:
         next_cursor = encode_cursor("notifications", [str(rows[size - 1].id)])
-    return Page(tuple(_notification(row) for row in rows[:size]), next_cursor)
+    return Page(tuple(_notification(row._mapping) for row in rows[:size]), next_cursor)
 
 
 def record_delivery(conn: sa.Connection, pk: int, backend: str, outcome: dict[str, Any]) -> bool:
