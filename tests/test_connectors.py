@@ -19,6 +19,7 @@ from vumi_like.connectors import (
 )
 from vumi_like.messages import Event, Message
 from vumi_like.retry import RetryLater
+from vumi_like.stores import StoreUnavailable
 
 from .broker.test_contract import nothing_arrives, receive
 
@@ -233,6 +234,32 @@ async def test_handler_raising_retry_later_is_redelivered_with_its_attempt_numbe
             await done.wait()
         await transport.close()
     assert attempts == [0, 1, 2]
+
+
+async def test_handler_meeting_an_unavailable_store_is_retried_not_dead_lettered(
+    broker: Broker, unique: str
+):
+    # The store is down for the first three tries: not the message's fault, so it comes
+    # back (with the same attempt number, none used up) until the store is back.
+    attempts: list[int] = []
+    done = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        transport = ReceiveOutboundConnector(broker, unique)
+
+        async def needs_the_store(msg: Message, attempt: int) -> None:
+            attempts.append(attempt)
+            if len(attempts) <= 3:
+                raise StoreUnavailable("message store at db unavailable: connection refused")
+            done.set()
+
+        await transport.setup(nursery, outbound_handler=needs_the_store)
+        await broker.publish(f"{unique}.outbound", make_message().to_json())
+        with trio.fail_after(10):
+            await done.wait()
+        await transport.close()
+    assert attempts == [0, 0, 0, 0]
+    assert await nothing_arrives(broker, broker.dead_letter_queue, within=0.2)
 
 
 async def test_event_handler_raising_retry_later_gets_the_event_back_on_the_event_queue(

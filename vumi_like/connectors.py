@@ -22,6 +22,11 @@ Delivery promises, kept here for every handler:
   was received, so the consuming middlewares see it next time as they did this time.
   A handler that declares a parameter named ``attempt`` is given that number (0 the
   first time); nothing about a delivery is found by ambient lookup.
+* a handler that raises ``ServiceUnavailable`` (its store or cache cannot be reached)
+  has its delivery brought back the same way, with the same attempt number, after a
+  delay that grows with the failures in a row on this connector (0.25 s doubling, at
+  most ``OUTAGE_DELAY_MAX``), however long the outage: the envelope is not at fault,
+  and dead-lettering would make every message of an outage an operator's chore.
 * ``close`` stops new deliveries, gives in-flight handlers ``shutdown_timeout``
   seconds, then leaves: whatever was not acked goes back to the queue. ``pause`` does
   the same but can be undone by ``resume`` (a transport whose provider is down stops
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -57,7 +63,7 @@ from vumi_like.broker import Broker, BrokerError, Delivery
 from vumi_like.broker.base import HEADER_ATTEMPT
 from vumi_like.messages import ENVELOPE_KINDS, EnvelopeKind, Event, InvalidEnvelope, Message
 from vumi_like.metrics import QueueMetrics
-from vumi_like.retry import RetryLater
+from vumi_like.retry import RetryLater, ServiceUnavailable
 from vumi_like.sentry import report_exception
 from vumi_like.validation import describe_validation_error
 
@@ -70,6 +76,9 @@ Handler = Callable[..., Awaitable[None] | None]
 # the envelope and the connector's name and returns the envelope to carry on with.
 EnvelopeFilter = Callable[[Any, str], Awaitable[Any]]
 Filters = Mapping[EnvelopeKind, Sequence[EnvelopeFilter]]
+
+OUTAGE_DELAY_BASE = 0.25  # seconds before a delivery that met an outage comes back
+OUTAGE_DELAY_MAX = 10.0
 
 
 class PublishFailed(BrokerError):
@@ -131,6 +140,7 @@ class BaseConnector:
         self._resumed.set()
         self._nursery: trio.Nursery | None = None
         self._metrics: dict[str, QueueMetrics] = {}
+        self._outage_streak = 0  # handlers in a row that met ServiceUnavailable
 
     def _queue(self, kind: str) -> str:
         return f"{self.name}.{kind}"
@@ -243,6 +253,10 @@ class BaseConnector:
         except RetryLater as retry:
             await self._retry_later(delivery, retry, metrics, _envelope_ids(envelope))
             return
+        except ServiceUnavailable as exc:
+            put_off = self._outage_retry(exc, delivery.queue)
+            await self._retry_later(delivery, put_off, metrics, _envelope_ids(envelope))
+            return
         except Exception as exc:
             metrics.failed.inc()
             log.exception(
@@ -257,7 +271,22 @@ class BaseConnector:
             return
         finally:
             metrics.handler_seconds.observe(time.perf_counter() - started)
+        self._outage_streak = 0
         self.broker.ack(delivery)
+
+    def _outage_retry(self, exc: ServiceUnavailable, queue: str) -> RetryLater:
+        """The put-off of a delivery whose handler could not reach a service."""
+        self._outage_streak += 1
+        delay = min(OUTAGE_DELAY_MAX, OUTAGE_DELAY_BASE * 2 ** min(self._outage_streak, 16))
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "service unavailable: retrying later",
+            connector=self.name,
+            queue=queue,
+            error=reason,
+            failures_in_a_row=self._outage_streak,
+        )
+        return RetryLater(delay * random.uniform(0.8, 1.2), reason, counts=False)
 
     async def _retry_later(
         self, delivery: Delivery, retry: RetryLater, metrics: QueueMetrics, ids: dict[str, str]

@@ -37,6 +37,7 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "RetrySettings",
+    "ServiceUnavailable",
     "retry_after_seconds",
 ]
 
@@ -54,6 +55,16 @@ class RetryLater(Exception):
         self.delay = delay
         self.reason = reason
         self.counts = counts
+
+
+class ServiceUnavailable(Exception):
+    """Something a handler needs (its message store, its cache) cannot be reached now.
+
+    Not the envelope's fault, so it is never dead-lettered for it: the connector hands
+    the delivery to the broker to come back later, without using up an attempt, for as
+    long as the outage lasts (``vumi_like.connectors``). ``StoreUnavailable`` and
+    ``CacheUnavailable`` are ones.
+    """
 
 
 class RetriesExhausted(Exception):

@@ -99,3 +99,26 @@ async def test_of_concurrent_claims_across_replicas_exactly_one_is_new(
             for number in range(16):
                 nursery.start_soon(claim, one if number % 2 else two)
     assert sorted(outcomes) == sorted([ClaimOutcome.NEW] + [ClaimOutcome.IN_PROGRESS] * 15)
+
+
+async def test_a_claim_abandoned_in_progress_is_taken_over(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # The replica that claimed it was killed: it will never answer nor release it.
+    await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    clock.advance(39)
+    again = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    assert again.outcome is ClaimOutcome.IN_PROGRESS
+    clock.advance(2)
+    taken = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    assert taken.outcome is ClaimOutcome.NEW
+
+
+async def test_an_answered_claim_is_replayed_past_the_abandon_time(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    await store.save_idempotent_response("acme", "k", 202, {"id": "m1"})
+    clock.advance(3600)
+    claim = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    assert claim.outcome is ClaimOutcome.REPLAY

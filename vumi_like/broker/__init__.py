@@ -36,12 +36,13 @@ __all__ = [
 
 
 def open_broker(url: str, **options: object) -> AbstractAsyncContextManager[Broker]:
-    """Open the broker named by ``url``: ``memory://`` or ``amqp://user:pass@host:port/vhost``.
+    """Open the broker named by ``url``: ``memory://`` or ``amqp://user:pass@host:port/vhost``
+    (several nodes of a RabbitMQ cluster: their URLs separated by commas).
 
     ``options`` go to the implementation: ``dead_letter_queue`` to both, and RabbitMQ's
     timeouts (``connect_timeout``, ``publish_timeout``, ``reconnect_interval``,
-    ``max_reconnect_interval``, ``close_timeout``; see ``RabbitMQBroker``) to RabbitMQ
-    only.
+    ``max_reconnect_interval``, ``close_timeout``) and ``queue_type`` (``classic`` or
+    ``quorum``; see ``RabbitMQBroker``) to RabbitMQ only.
     """
     return open_inspector(url, **options)
 
@@ -53,7 +54,8 @@ async def open_inspector(url: str, **options: object) -> AsyncIterator[BrokerIns
     if url.startswith("memory://"):
         from vumi_like.broker.memory import open_memory_broker
 
-        # Connection options (timeouts, reconnect interval) mean nothing in-process.
+        # Connection options (timeouts, reconnect interval, queue type) mean nothing
+        # in-process.
         memory_options = {k: v for k, v in options.items() if k == "dead_letter_queue"}
         async with open_memory_broker(**memory_options) as broker:  # type: ignore[arg-type]
             yield broker

@@ -20,7 +20,9 @@ publishes with aiormq's ``basic_publish`` and waits out a reconnect (up to
 the confirm of its own message only, so confirms are pipelined. A confirm lost to a
 closing channel means the publish is made again once the channel is back: the broker
 may have had it, so it may arrive twice (at-least-once; handlers tolerate a second
-delivery).
+delivery). A nack is not final either: it is the broker unable to take the message
+just now (a quorum queue electing a new leader after losing a node), so the message
+is published again after a short pause, until ``publish_timeout``.
 
 ``retry_later`` is one ``Retry`` request too, not a declare round trip then a
 publish: when its delay bucket is already declared it is a publish to the bucket's
@@ -32,6 +34,10 @@ channel is closed and its delivery tags are void, so the ack is dropped and Rabb
 redelivers the message (handlers must tolerate duplicates). ``connected`` follows
 the connection's close and reconnect callbacks, so ``/health`` says ``down`` during
 an outage.
+
+Queue type: ``classic`` (the default, what vumi2 declares) or ``quorum`` (replicated
+over a cluster), for every queue the broker declares: the worker's queues, the
+dead-letter queue and the delay buckets. docs/cluster.md weighs the two.
 
 Shutdown: consumers are cancelled and their channels closed by the subscription
 contexts (RabbitMQ requeues what was not acked), then the connection closes (within
@@ -47,14 +53,14 @@ import contextlib
 import functools
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aio_pika
 import aiormq
 import structlog
 import trio
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel
 from aiormq import spec
 
 from vumi_like.broker.aiormq_internals import Batch
@@ -72,6 +78,7 @@ from vumi_like.broker.base import (
 )
 from vumi_like.broker.bridge import Bridge, Call, Pending, Publish, Request, Retry, Settle
 from vumi_like.broker.reconnect import CONNECT_ERRORS, CONNECTION_ERRORS, BackoffConnection
+from vumi_like.config import QueueType, split_amqp_urls
 from vumi_like.redaction import redact_text
 
 log = structlog.get_logger(__name__)
@@ -113,6 +120,10 @@ class RabbitMQBroker(BrokerInspector):
     ``reconnect_interval`` and ``max_reconnect_interval`` for the growing wait between
     reconnect attempts, ``close_timeout`` for the clean close in ``aclose`` (after it,
     the I/O thread is stopped anyway and RabbitMQ requeues what was not acked).
+
+    ``url`` may name several nodes of a cluster, separated by commas: the broker
+    connects to the first that answers and fails over to the next when the connection
+    is lost (see ``reconnect.py``). ``queue_type`` is ``classic`` or ``quorum``.
     """
 
     def __init__(
@@ -125,8 +136,16 @@ class RabbitMQBroker(BrokerInspector):
         reconnect_interval: float = 1.0,
         max_reconnect_interval: float = 30.0,
         close_timeout: float = 10.0,
+        queue_type: QueueType = "classic",
     ) -> None:
+        if queue_type not in QUEUE_ARGUMENTS:
+            raise ValueError(f"queue_type should be classic or quorum, not {queue_type!r}")
         self.url = url
+        self.urls = split_amqp_urls(url)
+        self.queue_type = queue_type
+        # Quorum delay buckets are named apart: a bucket cannot change type, and classic
+        # and quorum workers may share one broker (vumi.delay.<ms>, vumi.delay.quorum.<ms>).
+        self._bucket_prefix = DELAY_PREFIX + ("quorum." if queue_type == "quorum" else "")
         self.dead_letter_queue = dead_letter_queue
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
@@ -143,10 +162,13 @@ class RabbitMQBroker(BrokerInspector):
 
         # I/O side; touched only from the I/O thread once started
         self._loop = self._bridge.loop
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: BackoffConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
-        # The concrete aiormq channel: the publish fast path uses its bookkeeping.
+        # The channel messages are published on (``_channel`` until a nack replaces
+        # it), and its concrete aiormq channel: the fast path uses its bookkeeping.
+        self._publisher: AbstractRobustChannel | None = None
+        self._publisher_since = 0.0  # loop time the publisher was last replaced
         self._publish_channel: aiormq.Channel | None = None
         self._reconnected: asyncio.Event | None = None
         # Queues and delay buckets declared through this connection (aio-pika's robust
@@ -199,7 +221,7 @@ class RabbitMQBroker(BrokerInspector):
         self, queue: str, body: bytes, *, delay: float, headers: Headers | None = None
     ) -> None:
         delay_ms = delay_bucket_ms(delay)
-        publish = Publish(f"{DELAY_PREFIX}{delay_ms}", queue, body, headers, Pending())
+        publish = Publish(f"{self._bucket_prefix}{delay_ms}", queue, body, headers, Pending())
         await self._request(Retry(publish, delay_ms))
 
     @contextlib.asynccontextmanager
@@ -298,22 +320,34 @@ class RabbitMQBroker(BrokerInspector):
             except CONNECTION_ERRORS:
                 return
 
+    async def _io_open_connection(self) -> BackoffConnection:
+        """A connection to the first node that answers, tried in the order given, all
+        within ``connect_timeout``; the failover order then starts from that node."""
+        deadline = self._loop.time() + self.connect_timeout
+        problems = []
+        for start, url in enumerate(self.urls):
+            connection = BackoffConnection(
+                [*self.urls[start:], *self.urls[:start]],
+                reconnect_interval=self.reconnect_interval,
+            )
+            remaining = deadline - self._loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(connection.connect(), timeout=remaining)
+            except CONNECT_ERRORS as exc:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                problems.append(f"{redact_text(url)}: {exc or type(exc).__name__}")
+                continue
+            return connection
+        if len(problems) == 1:
+            raise BrokerError(f"cannot connect to {problems[0]}")
+        raise BrokerError(f"cannot connect to any node: {'; '.join(problems)}")
+
     async def _io_connect(self) -> None:
         self._reconnected = asyncio.Event()
-        try:
-            self._connection = await asyncio.wait_for(
-                aio_pika.connect_robust(
-                    self.url,
-                    reconnect_interval=self.reconnect_interval,
-                    connection_class=BackoffConnection,
-                ),
-                timeout=self.connect_timeout,
-            )
-        except CONNECT_ERRORS as exc:
-            raise BrokerError(
-                f"cannot connect to {redact_text(self.url)}: {exc or type(exc).__name__}"
-            ) from None
-        assert isinstance(self._connection, BackoffConnection)
+        self._connection = await self._io_open_connection()
         self._connection.max_reconnect_interval = self.max_reconnect_interval
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
@@ -323,29 +357,57 @@ class RabbitMQBroker(BrokerInspector):
         self._exchange = await self._channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
+        self._publisher = self._channel
         self._publish_channel = await _aiormq_channel(self._channel)
         self._connected = True
         self._reconnected.set()
-        await self._io_declare_queue(self.dead_letter_queue)
+        try:
+            await self._io_declare_queue(self.dead_letter_queue)
+        except BaseException:
+            await self._io_close()  # a clean close: not logged as a lost connection
+            raise
 
     def _on_connection_lost(self, _: Any, exc: BaseException | None) -> None:
         if self._connected and not self._closing:
-            log.warning("amqp connection lost", url=redact_text(self.url), error=repr(exc))
+            log.warning("amqp connection lost", url=self._node_url(), error=repr(exc))
         self._connected = False
         assert self._reconnected is not None
         self._reconnected.clear()
 
     def _on_reconnected(self, _: Any) -> None:
-        log.info("amqp connection restored", url=redact_text(self.url))
+        log.info("amqp connection restored", url=self._node_url())
         self._connected = True
         assert self._reconnected is not None
         self._reconnected.set()
 
+    def _node_url(self) -> str:
+        """The URL of the node connected to (or being tried), password masked."""
+        connection = self._connection
+        return redact_text(str(connection.url) if connection is not None else self.url)
+
     async def _io_declare_queue(self, queue: str) -> None:
         assert self._channel is not None and self._exchange is not None
-        declared = await self._channel.declare_queue(queue, durable=True)
+        with self._queue_type_clash(queue):
+            declared = await self._channel.declare_queue(
+                queue, durable=True, arguments=QUEUE_ARGUMENTS[self.queue_type]
+            )
         await declared.bind(self._exchange, routing_key=queue)
         self._declared.add(queue)
+
+    @contextlib.contextmanager
+    def _queue_type_clash(self, queue: str) -> Iterator[None]:
+        """Turn RabbitMQ's refusal to redeclare ``queue`` with other arguments into one
+        line an operator can act on (the usual cause: a queue declared as classic, then
+        ``amqp.queue_type: quorum``, or the other way round)."""
+        try:
+            yield
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise BrokerError(
+                f"queue {queue!r} exists with other arguments than a {self.queue_type} queue"
+                f" has (amqp.queue_type: {self.queue_type}); a queue cannot change type:"
+                f" set amqp.queue_type to what it is, or drain and delete it so that it is"
+                f" declared again ({_reply_text(exc)})"
+            ) from None
 
     def _io_retry(self, retry: Retry, batch: Batch) -> None:
         """A retry: a publish to its delay bucket, declared first if this is its first use."""
@@ -391,11 +453,17 @@ class RabbitMQBroker(BrokerInspector):
         exchange = await self._channel.declare_exchange(
             name, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        queue = await self._channel.declare_queue(
-            name,
-            durable=True,
-            arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": EXCHANGE},
-        )
+        with self._queue_type_clash(name):
+            queue = await self._channel.declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    **QUEUE_ARGUMENTS[self.queue_type],
+                    **DELAY_ARGUMENTS[self.queue_type],
+                    "x-message-ttl": delay_ms,
+                    "x-dead-letter-exchange": EXCHANGE,
+                },
+            )
         await queue.bind(exchange)
         self._declared.add(name)
 
@@ -423,17 +491,23 @@ class RabbitMQBroker(BrokerInspector):
         elif isinstance(error, aiormq.exceptions.PublishError):
             outcome = (None, _unroutable(publish.exchange, publish.routing_key))
             self._bridge.to_trio_soon(publish.pending.settle, outcome)
-        elif isinstance(error, aiormq.exceptions.DeliveryError):
-            self._bridge.to_trio_soon(
-                publish.pending.settle, (None, _refused(publish.routing_key))
-            )
         else:
-            # The channel went away before the confirm: publish again once it is
-            # back (at-least-once; the broker may have had it, handlers dedupe).
+            # A nack (DeliveryError): the broker cannot take the message now, publish
+            # again after a pause (see ``_io_publish``). Or the channel went away
+            # before the confirm: publish again once it is back (at-least-once; the
+            # broker may have had it, handlers dedupe).
             self._bridge.spawn(self._io_publish(publish))
 
     async def _io_publish(self, publish: Publish) -> None:
-        """Publish with aiormq's ``basic_publish``, waiting out a reconnect (the slow path)."""
+        """Publish with aiormq's ``basic_publish``, waiting out a reconnect or a nack
+        (the slow path), up to ``publish_timeout``.
+
+        A nack means the broker could not take the message just now: a quorum queue
+        has no leader while the cluster elects one after losing a node, or a
+        reject-publish queue is full. Both pass, so the message is published again
+        after a pause that doubles from 50 ms up to 1 s; only when ``publish_timeout``
+        runs out is the publish refused (``PublishError``).
+        """
         exchange, routing_key = publish.exchange, publish.routing_key
         properties = spec.Basic.Properties(
             delivery_mode=2,
@@ -441,13 +515,15 @@ class RabbitMQBroker(BrokerInspector):
             headers=dict(publish.headers) if publish.headers else None,
         )
         deadline = self._loop.time() + self.publish_timeout
+        pause = 0.05
         try:
             while True:
                 try:
                     channel = self._publish_channel
                     if channel is None or channel.is_closed:
-                        assert self._channel is not None
-                        channel = self._publish_channel = await _aiormq_channel(self._channel)
+                        publisher = self._publisher or self._channel
+                        assert publisher is not None
+                        channel = self._publish_channel = await _aiormq_channel(publisher)
                     confirm = await channel.basic_publish(
                         publish.body,
                         exchange=exchange,
@@ -459,17 +535,63 @@ class RabbitMQBroker(BrokerInspector):
                 except aiormq.exceptions.PublishError:
                     raise _unroutable(exchange, routing_key) from None
                 except aiormq.exceptions.DeliveryError:
-                    raise _refused(routing_key) from None
+                    await self._io_replace_publisher(channel)
+                    pause = await self._wait_after_nack(deadline, routing_key, pause)
+                    continue
                 except CONNECTION_ERRORS as exc:
                     await self._wait_reconnect(deadline, exc)
                     continue
                 if isinstance(confirm, spec.Basic.Nack):
-                    raise _refused(routing_key)
+                    await self._io_replace_publisher(channel)
+                    pause = await self._wait_after_nack(deadline, routing_key, pause)
+                    continue
                 break
         except BaseException as exc:
             self._bridge.to_trio_soon(publish.pending.settle, (None, _as_broker_error(exc)))
         else:
             self._bridge.to_trio_soon(publish.pending.settle, (None, None))
+
+    async def _io_replace_publisher(self, nacked: aiormq.Channel | None) -> None:
+        """Publish on a new channel from now on, if ``nacked`` is still the one in use.
+
+        After a quorum queue's leader moves, RabbitMQ can go on nacking every publish
+        on a channel that published while the queue had no leader, long after a new
+        leader is elected; a new channel publishes normally. The old channel is closed
+        5 s later, once its outstanding confirms have come back (any that have not are
+        published again, as after a lost channel).
+        """
+        if nacked is None or nacked is not self._publish_channel or self._connection is None:
+            return
+        if self._loop.time() - self._publisher_since < 1.0:
+            return  # a full reject-publish queue nacks on any channel: no churn
+        self._publisher_since = self._loop.time()
+        old, self._publisher = self._publisher, None
+        self._publish_channel = None  # meanwhile publishes go through ``_channel``
+        try:
+            publisher = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self._publish_channel = await _aiormq_channel(publisher)
+        except Exception as exc:  # the connection is going: reconnecting handles it
+            log.info("amqp cannot open a new publishing channel", error=repr(exc))
+            return
+        self._publisher = publisher
+        log.info("amqp publishing on a new channel after a nack", url=self._node_url())
+        if old is not None and old is not self._channel:
+            self._bridge.spawn(self._io_close_later(old))
+
+    async def _io_close_later(self, channel: AbstractRobustChannel) -> None:
+        await asyncio.sleep(5.0)
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+    async def _wait_after_nack(self, deadline: float, routing_key: str, pause: float) -> float:
+        """Pause before publishing a nacked message again; the next pause."""
+        remaining = deadline - self._loop.time()
+        if remaining <= 0 or self._closed:
+            raise _refused(routing_key)
+        await asyncio.sleep(min(pause, remaining))
+        return min(pause * 2, 1.0)
 
     async def _wait_reconnect(self, deadline: float, cause: BaseException) -> None:
         assert self._reconnected is not None and self._channel is not None
@@ -557,7 +679,8 @@ class RabbitMQBroker(BrokerInspector):
                 with contextlib.suppress(Exception):
                     await probe.close()
             self._declared.add(queue)
-        return await self._channel.declare_queue(queue, durable=True, robust=False)
+        # Passive: the queue exists, and a passive declare fits a queue of either type.
+        return await self._channel.declare_queue(queue, passive=True, robust=False)
 
     async def _io_purge(self, queue: str) -> int:
         declared = await self._io_existing_queue(queue)
@@ -589,12 +712,33 @@ class RabbitMQBroker(BrokerInspector):
         self._connected = False
 
 
+# Arguments every declared queue carries, by ``queue_type``. Classic: none at all, so
+# vumi2 workers can declare the same queues.
+QUEUE_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "quorum": {"x-queue-type": "quorum"},
+}
+# ... and the delay buckets on top. A quorum queue dead-letters at most once by default
+# (an expired message whose dead-lettering is lost to a node failure is gone);
+# at-least-once keeps it until the target queue confirms it, and RabbitMQ allows that
+# strategy only with overflow reject-publish.
+DELAY_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "quorum": {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"},
+}
+
+
+def _reply_text(exc: aiormq.exceptions.AMQPError) -> str:
+    frame = exc.args[0] if exc.args else None
+    return str(getattr(frame, "reply_text", None) or exc)
+
+
 def _unroutable(exchange: str, routing_key: str) -> PublishError:
     return PublishError(f"unroutable: no queue is bound to {routing_key!r} on {exchange!r}")
 
 
 def _refused(routing_key: str) -> PublishError:
-    return PublishError(f"the broker refused the message for {routing_key!r}")
+    return PublishError(f"the broker refused the message for {routing_key!r} (nacked)")
 
 
 def _as_broker_error(exc: BaseException) -> BaseException:

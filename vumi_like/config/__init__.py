@@ -19,27 +19,37 @@ from vumi_like.config.loader import (
 )
 from vumi_like.config.models import (
     AmqpConfig,
+    AmqpOptions,
     AmqpTimeouts,
     BaseConfig,
     ConfigError,
     ConfigModel,
     MiddlewareConfig,
+    QueueType,
+    check_amqp_urls,
+    join_amqp_urls,
+    split_amqp_urls,
 )
 
 __all__ = [
     "ENV_CONFIG_FILE",
     "ENV_CONFIG_PREFIX",
     "AmqpConfig",
+    "AmqpOptions",
     "AmqpTimeouts",
     "BaseConfig",
     "ConfigError",
     "ConfigField",
     "ConfigModel",
     "MiddlewareConfig",
+    "QueueType",
     "add_config_arguments",
+    "check_amqp_urls",
     "cli_overrides",
     "config_from_data",
     "config_from_file",
     "describe_config",
+    "join_amqp_urls",
     "load_config",
+    "split_amqp_urls",
 ]

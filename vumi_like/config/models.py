@@ -6,8 +6,9 @@ values reach these models (file, environment, command line) is ``loader.py``'s j
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -17,11 +18,16 @@ from vumi_like.redaction import redact
 
 __all__ = [
     "AmqpConfig",
+    "AmqpOptions",
     "AmqpTimeouts",
     "BaseConfig",
     "ConfigError",
     "ConfigModel",
     "MiddlewareConfig",
+    "QueueType",
+    "check_amqp_urls",
+    "join_amqp_urls",
+    "split_amqp_urls",
 ]
 
 
@@ -36,6 +42,41 @@ class ConfigError(Exception):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         one_line = "; ".join(" ".join(problem.split()) for problem in self.problems)
         super().__init__(f"config error: {one_line}")
+
+
+# -- broker URLs
+
+# A comma starts the next URL only when a scheme follows it: a comma may appear in a
+# URL's user information or query.
+_URL_SEPARATOR = re.compile(r"\s*,\s*(?=[a-zA-Z][a-zA-Z0-9+.-]*://)")
+
+
+def split_amqp_urls(text: str) -> list[str]:
+    """The URLs in ``text``: one URL, or several separated by commas (one per node of a
+    RabbitMQ cluster)."""
+    return [url for url in _URL_SEPARATOR.split(text.strip()) if url]
+
+
+def join_amqp_urls(value: Any) -> Any:
+    """A YAML list of URLs as the one comma-separated string the broker takes; anything
+    else unchanged (the field's own validation judges it)."""
+    if isinstance(value, list | tuple) and all(isinstance(url, str) for url in value):
+        return ",".join(url.strip() for url in value)
+    return value
+
+
+def check_amqp_urls(value: str) -> str:
+    """``value``, spaces around its commas dropped, if it is one memory:// URL or one or
+    more amqp(s):// URLs."""
+    if not value:
+        return value
+    urls = split_amqp_urls(value)
+    schemes = [urlsplit(url).scheme for url in urls]
+    if not urls or any(scheme not in {"amqp", "amqps", "memory"} for scheme in schemes):
+        raise ValueError("should be an amqp://, amqps:// or memory:// URL")
+    if "memory" in schemes and len(urls) > 1:
+        raise ValueError("memory:// stands alone: list several amqp:// URLs, or one memory://")
+    return ",".join(urls)
 
 
 # -- models
@@ -74,7 +115,8 @@ class AmqpTimeouts(ConfigModel):
     publish_timeout: float = Field(
         default=30,
         gt=0,
-        description="Seconds a publish may wait for its confirm, a reconnect included.",
+        description="Seconds a publish may wait for its confirm, a reconnect and "
+        "publishing again after a nack (a quorum queue electing a leader) included.",
     )
     reconnect_interval: float = Field(
         default=1, gt=0, description="Seconds before the first reconnect attempt."
@@ -88,9 +130,27 @@ class AmqpTimeouts(ConfigModel):
         default=10, gt=0, description="Seconds allowed to close the connection when stopping."
     )
 
-    def broker_options(self) -> dict[str, float]:
+    def broker_options(self) -> dict[str, Any]:
         """The timeouts, as ``open_broker`` takes them."""
         return {name: getattr(self, name) for name in AmqpTimeouts.model_fields}
+
+
+QueueType = Literal["classic", "quorum"]
+
+
+class AmqpOptions(AmqpTimeouts):
+    """The connection's timeouts, and the kind of queue the worker declares."""
+
+    queue_type: QueueType = Field(
+        default="classic",
+        description="Kind of queue declared: `classic` (vumi2's; the default) or `quorum` "
+        "(replicated over a RabbitMQ cluster; vumi2 workers cannot declare them, see "
+        "docs/cluster.md). Covers the dead-letter queue and the delay buckets too.",
+    )
+
+    def broker_options(self) -> dict[str, Any]:
+        """The timeouts and the queue type, as ``open_broker`` takes them."""
+        return {name: getattr(self, name) for name in AmqpOptions.model_fields}
 
 
 class _AmqpAddress(ConfigModel):
@@ -112,9 +172,9 @@ class _AmqpAddress(ConfigModel):
 
 # Bases in this order so that the address keys come first (pydantic lists the fields of
 # the last base first), as vumi2 documents them.
-class AmqpConfig(AmqpTimeouts, _AmqpAddress):
+class AmqpConfig(AmqpOptions, _AmqpAddress):
     """Where RabbitMQ is, as separate parts (``BaseConfig.amqp_url`` wins when set), and
-    the connection's timeouts (which apply with ``amqp_url`` too)."""
+    the connection's timeouts and queue type (which apply with ``amqp_url`` too)."""
 
 
 class MiddlewareConfig(ConfigModel):
@@ -158,12 +218,15 @@ class BaseConfig(ConfigModel):
     """Settings every worker has. A worker's config subclasses this."""
 
     amqp: AmqpConfig = Field(
-        default=AmqpConfig(), description="RabbitMQ, as parts, and the connection's timeouts."
+        default=AmqpConfig(),
+        description="RabbitMQ, as parts, and the connection's timeouts and queue type.",
     )
     amqp_url: str = Field(
         default="",
         description="Broker URL (amqp://user:pass@host:port/vhost, or memory://); "
-        "when set it is used instead of `amqp`.",
+        "when set it is used instead of `amqp`. Several RabbitMQ nodes of one cluster: a "
+        "YAML list of URLs, or the URLs separated by commas; the connection goes to the "
+        "first that answers and, when lost, on to the next.",
     )
     worker_concurrency: int = Field(
         default=20, ge=1, description="Deliveries prefetched and handled at once, per connector."
@@ -186,20 +249,25 @@ class BaseConfig(ConfigModel):
         default=10.0, ge=0, description="Seconds in-flight handlers get to finish when stopping."
     )
 
-    def broker_options(self) -> dict[str, float]:
-        """The broker connection's timeouts (``amqp.*_timeout``, ``amqp.*_interval``)."""
+    def broker_options(self) -> dict[str, Any]:
+        """The broker connection's timeouts (``amqp.*_timeout``, ``amqp.*_interval``) and
+        ``amqp.queue_type``."""
         return self.amqp.broker_options()
 
     def broker_url(self) -> str:
-        """``amqp_url`` when set, else the URL built from ``amqp``. Holds the password."""
+        """``amqp_url`` when set (several URLs joined by commas), else the URL built from
+        ``amqp``. Holds the password."""
         return self.amqp_url or self.amqp.url()
+
+    @field_validator("amqp_url", mode="before")
+    @classmethod
+    def _join_amqp_urls(cls, value: Any) -> Any:
+        return join_amqp_urls(value)
 
     @field_validator("amqp_url")
     @classmethod
     def _check_amqp_url(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in {"amqp", "amqps", "memory"}:
-            raise ValueError("should be an amqp://, amqps:// or memory:// URL")
-        return value
+        return check_amqp_urls(value)
 
     @field_validator("http_bind")
     @classmethod

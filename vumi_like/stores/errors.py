@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vumi_like.retry import ServiceUnavailable
+
 __all__ = ["AlreadyExists", "InvalidCursor", "StoreError", "StoreUnavailable"]
 
 
@@ -9,10 +11,11 @@ class StoreError(Exception):
     """The store could not do what was asked: a misuse, or data the database refused."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, ServiceUnavailable):
     """The database cannot be reached, or did not answer within the statement timeout.
 
-    Worth retrying later; the message names the database (without its password).
+    Worth retrying later (a handler raising it has its delivery retried); the message
+    names the database (without its password).
     """
 
 

@@ -5,7 +5,12 @@ its message went out. Sending it again with the same ``Idempotency-Key`` is safe
 24 hours, the same key with the same request (method, path and body) gets the first
 answer again, with ``Idempotent-Replayed: true``, and nothing new is sent. The same key
 with a different request is a 422: a key names one request. A second request arriving
-while the first is still being handled is a 409 with ``Retry-After``.
+while the first is still being handled is a 409 with ``Retry-After``. "Still being
+handled" has a bound: a replica killed in the middle of a request never answers it nor
+frees its key, so a claim left in progress past ``abandoned_after`` (longer than a live
+request may run) is taken over by the next request with the key, which does the work
+afresh. The dead replica may have published the message already; it is then sent
+twice (at-least-once), never lost.
 
 The key is claimed in the store before any work, by an insert that only one replica can
 win (a primary key on tenant and key), so this holds across replicas. When the work
@@ -40,6 +45,8 @@ async def idempotent(
     key: str | None,
     fingerprint: bytes,
     work: Callable[[], Awaitable[Answer]],
+    *,
+    abandoned_after: float | None = None,
 ) -> tuple[Any, int, dict[str, str]]:
     """``work()``'s answer (body, status) and extra headers, once per key and request."""
     if key is None:
@@ -52,7 +59,9 @@ async def idempotent(
             code="VALIDATION_FAILED",
         )
     request_hash = hashlib.sha256(fingerprint).hexdigest()
-    claim = await store.claim_idempotency_key(tenant, key, request_hash)
+    claim = await store.claim_idempotency_key(
+        tenant, key, request_hash, abandoned_after=abandoned_after
+    )
     if claim.outcome == ClaimOutcome.REPLAY:
         assert claim.response_status is not None
         return claim.response_body, claim.response_status, {REPLAYED_HEADER: "true"}

@@ -6,8 +6,10 @@ share nothing but the database, so the claim is decided by the database: one sta
 
     INSERT ... ON CONFLICT (tenant, key) DO UPDATE ... WHERE created_at < :expired
 
-inserts the key if it is new, or takes over a row older than the TTL, and otherwise
-changes nothing. The primary key makes two racing inserts of one key conflict, and the
+inserts the key if it is new, or takes over a row older than the TTL (or a claim
+still in progress older than ``abandoned_after``: its request died with the replica
+that took it, which will never answer or release it), and otherwise changes nothing.
+The primary key makes two racing inserts of one key conflict, and the
 database makes the loser wait for the winner and then see its row, so exactly one
 caller of any number, on any replica, is told NEW; the rest read the row and are told
 REPLAY (done, here is the response), IN_PROGRESS (the first is still at it) or
@@ -39,7 +41,13 @@ def _this(tenant: str, key: str) -> sa.ColumnElement[bool]:
 
 
 def claim(
-    conn: sa.Connection, tenant: str, key: str, request_hash: str, ttl: float, now: datetime
+    conn: sa.Connection,
+    tenant: str,
+    key: str,
+    request_hash: str,
+    ttl: float,
+    now: datetime,
+    abandoned_after: float | None = None,
 ) -> IdempotencyClaim:
     fresh = {
         "request_hash": request_hash,
@@ -48,11 +56,15 @@ def claim(
         "created_at": now,
     }
     insert = dialect_insert(conn, idempotency_keys).values(tenant=tenant, key=key, **fresh)
+    free = _keys.created_at < now - timedelta(seconds=ttl)
+    if abandoned_after is not None:
+        abandoned = _keys.created_at < now - timedelta(seconds=abandoned_after)
+        free = sa.or_(free, sa.and_(_keys.response_status.is_(None), abandoned))
     taken = conn.execute(
         insert.on_conflict_do_update(
             index_elements=["tenant", "key"],
             set_=fresh,
-            where=_keys.created_at < now - timedelta(seconds=ttl),
+            where=free,
         ),
         # SQLAlchemy reports an INSERT's rowcount only when asked to.
         execution_options={"preserve_rowcount": True},

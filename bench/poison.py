@@ -1,0 +1,162 @@
+"""Good messages' throughput with poison mixed in, against a clean run.
+
+A ``ToAddressRouter`` and a ``SimulatorTransport`` (ack and delivered report at once,
+``worker_concurrency`` 50 each) run as processes on RabbitMQ, with queue names of
+their own. The script publishes ``--count`` good outbound envelopes onto the
+application's outbound queue (50 publishes in flight) and times, from the first
+publish, the arrival of the last good message's ack back on the application's event
+queue: good msg/s. A **clean** run sends only those; a **mixed** run interleaves
+poison, ``--poison`` of it per good message, cycling through the kinds the fault
+suite uses (``tests/faults/harness.py``'s ``envelope_poisons``: not JSON, wrong
+types, missing fields, a body of ``--huge-bytes`` that is no envelope, an unknown
+transport, an event for an outbound never routed, binary, a JSON list), each
+dead-lettered by the worker it reaches. Clean and mixed runs alternate ``--rounds``
+times on the same processes; the medians and their ratio are printed (the target:
+mixed within 20 % of clean, a ratio of 0.8 or more).
+
+    python bench/poison.py [--count 5000] [--poison 0.25] [--rounds 3] [--huge-bytes N]
+
+RabbitMQ comes from ``VUMI_LIKE_TEST_AMQP_URL`` (default: local guest). The run's
+queues and dead letters are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+import trio
+
+# The fault suite's harness (worker processes, poison) is this script's too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.faults.harness import (
+    Tally,
+    consume_events,
+    envelope_path,
+    envelope_poisons,
+    envelope_queues,
+    fleet_in_tmp,
+    outbound,
+    own_broker,
+    publish_all,
+    take_dead_letters,
+)
+from vumi_like.broker import BrokerInspector
+from vumi_like.messages import Event, EventType
+
+DRAIN_TIMEOUT = 120
+
+
+async def one_run(
+    broker: BrokerInspector,
+    unique: str,
+    app: str,
+    transport: str,
+    count: int,
+    poison: float,
+    huge_bytes: int,
+) -> tuple[float, int]:
+    """Good msg/s, and how many poison envelopes went with them."""
+    tag = uuid.uuid4().hex[:6]
+    good = [outbound(f"{unique} {tag}", i, transport) for i in range(count)]
+    acks = Tally(sent={m.message_id for m in good})
+    kinds = envelope_poisons(app, transport)
+    bodies: list[tuple[str, bytes]] = []
+    poisons, owed = 0, 0.0
+    for n, message in enumerate(good):
+        bodies.append((f"{app}.outbound", message.to_json()))
+        owed += poison
+        while owed >= 1:
+            kind = envelope_poisons(app, transport, n, huge_bytes)[poisons % len(kinds)]
+            bodies.append((kind.queue, kind.body))
+            poisons += 1
+            owed -= 1
+
+    def on_event(event: Event) -> None:
+        if event.event_type == EventType.ACK:
+            acks.arrive(event.user_message_id)
+
+    async def publish() -> None:
+        by_queue: dict[str, list[bytes]] = {}
+        for queue, body in bodies:
+            by_queue.setdefault(queue, []).append(body)
+        # Each queue's share at once, so poison and good messages arrive interleaved.
+        async with trio.open_nursery() as nursery:
+            for queue, share in by_queue.items():
+                concurrency = max(1, round(50 * len(share) / len(bodies)))
+                nursery.start_soon(
+                    functools.partial(publish_all, broker, queue, share, concurrency=concurrency)
+                )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(consume_events, broker, f"{app}.event", on_event)
+        start = trio.current_time()
+        nursery.start_soon(publish)
+        with trio.fail_after(DRAIN_TIMEOUT):
+            await acks.wait_all()
+        elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    return count / elapsed, poisons
+
+
+async def measure(args: argparse.Namespace) -> None:
+    unique = f"bench-poison-{uuid.uuid4().hex[:8]}"
+    app, transport, queues = envelope_queues(unique)
+    clean: list[float] = []
+    mixed: list[float] = []
+    letters = 0
+    async with own_broker(queues) as broker:
+        with fleet_in_tmp() as fleet:
+            envelope_path(fleet, unique, app, transport, None)
+            await fleet.wait_healthy()
+            await one_run(broker, unique, app, transport, 500, 0, 0)  # warm-up
+            for round_ in range(args.rounds):
+                rate, _ = await one_run(broker, unique, app, transport, args.count, 0, 0)
+                clean.append(rate)
+                rate, poisons = await one_run(
+                    broker, unique, app, transport, args.count, args.poison, args.huge_bytes
+                )
+                mixed.append(rate)
+                print(
+                    f"round {round_ + 1}: clean {clean[-1]:.0f} good msg/s, mixed "
+                    f"{mixed[-1]:.0f} good msg/s ({poisons} poison envelopes)",
+                    flush=True,
+                )
+            with trio.move_on_after(10):
+                while letters < args.rounds * poisons:
+                    letters += len(await take_dead_letters(broker, unique))
+                    await trio.sleep(0.5)
+    ratio = statistics.median(mixed) / statistics.median(clean)
+    print(
+        f"router + simulator, {args.count} good messages per run, {args.poison:g} poison "
+        f"per good message (huge ones {args.huge_bytes} bytes): clean "
+        f"{statistics.median(clean):.0f} msg/s, mixed "
+        f"{statistics.median(mixed):.0f} msg/s (medians of {args.rounds}); ratio "
+        f"{ratio:.2f} ({'within' if ratio >= 0.8 else 'NOT within'} 20 %); "
+        f"{letters} poison envelopes dead-lettered"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=5000, help="good messages per run")
+    parser.add_argument(
+        "--poison", type=float, default=0.25, help="poison envelopes per good message"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="clean/mixed pairs")
+    parser.add_argument(
+        "--huge-bytes",
+        type=int,
+        default=1_000_000,
+        help="size of the huge poison body (one poison kind in eight)",
+    )
+    trio.run(measure, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

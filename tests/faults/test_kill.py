@@ -1,0 +1,192 @@
+"""``kill -9`` of a router, a transport, an API replica and a dispatcher while messages
+flow; each is restarted, and nothing is missing at the end of the path.
+
+Router and transport: 5,000 outbound envelopes (``FAULTS_MESSAGES``) are published
+straight onto the application's outbound queue, through a ``ToAddressRouter`` to a
+``SimulatorTransport`` (ack and DELIVERED report at once). The end of the path is the
+application's event queue: every message must get its ack and its ``delivered``
+report there. The router's message cache is Redis (the shared one, under a key prefix
+of the test's), as for any router with replicas or restarts: with the in-process
+cache, events of outbounds routed before the kill would be dead-lettered as unknown.
+
+API replica and dispatcher: the Messaging API pipeline (two API replicas, dispatcher,
+router, simulator) on PostgreSQL, a client POSTing with an ``Idempotency-Key`` each,
+and a webhook receiver. The HTTP API accepts about 120 messages/s on this 2-core
+machine, so these send 400 messages (``FAULTS_API_MESSAGES``; 5,000 locally if you
+have the minutes). The end of the path is the receiver: every accepted message must
+get its DELIVERED webhook, and ``GET /v1/messages/{id}`` must say DELIVERED.
+Webhooks may come twice: a repeat is counted, and must carry the first one's
+``webhook-id`` (the dispatcher keeps it stable across retries and re-queues), by
+which a receiver drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import httpx
+import pytest
+import trio
+
+from tests.faults.harness import (
+    POSTGRES_URL,
+    REDIS_URL,
+    SENDERS,
+    Fleet,
+    Tally,
+    WebhookReceiver,
+    api_pipeline,
+    api_queues,
+    consume_events,
+    drop_schema,
+    envelope_path,
+    envelope_queues,
+    final_statuses,
+    fleet_in_tmp,
+    outbound,
+    own_broker,
+    post_all,
+    publish_all,
+    subscribe,
+    take_dead_letters,
+)
+from vumi_like.messages import DeliveryStatus, Event, EventType
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
+
+MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
+API_MESSAGES = int(os.environ.get("FAULTS_API_MESSAGES", "400"))
+KILL_AFTER = 0.3  # the share of messages through before the kill
+DRAIN_TIMEOUT = 90
+
+
+@pytest.mark.parametrize("victim", ["router", "sms"])
+async def test_kill_9_of_router_or_transport_loses_nothing(
+    services: None, unique: str, victim: str
+) -> None:
+    app, transport, queues = envelope_queues(unique)
+    acks, delivered = Tally(), Tally()
+
+    def on_event(event: Event) -> None:
+        if event.event_type == EventType.ACK:
+            acks.arrive(event.user_message_id)
+        elif event.delivery_status == DeliveryStatus.DELIVERED:
+            delivered.arrive(event.user_message_id)
+
+    messages = [outbound(unique, i, transport) for i in range(MESSAGES)]
+    acks.sent = delivered.sent = {m.message_id for m in messages}
+    async with own_broker(queues) as broker:
+        with fleet_in_tmp() as fleet:
+            envelope_path(fleet, unique, app, transport, REDIS_URL)
+            await fleet.wait_healthy()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(consume_events, broker, f"{app}.event", on_event)
+                nursery.start_soon(
+                    publish_all, broker, f"{app}.outbound", [m.to_json() for m in messages]
+                )
+                with trio.fail_after(60):
+                    await acks.wait_count(int(MESSAGES * KILL_AFTER))
+                fleet.kill(victim)
+                await trio.sleep(0.5)
+                fleet.restart(victim)
+                await fleet.wait_healthy(victim)
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await delivered.wait_all()
+                    await acks.wait_all()
+                nursery.cancel_scope.cancel()
+        letters = await take_dead_letters(broker, unique)
+    print(acks.report("acks"), "|", delivered.report("delivered reports"))
+    assert not letters, [letter.summary() for letter in letters]
+    assert not acks.missing, acks.report("acks")
+    assert not delivered.missing, delivered.report("delivered reports")
+
+
+@pytest.mark.parametrize("victim", ["api0", "dispatcher"])
+async def test_kill_9_of_api_replica_or_dispatcher_loses_nothing(
+    services: None, unique: str, victim: str
+) -> None:
+    schema = unique.replace("-", "_")
+    store = {"store_url": POSTGRES_URL, "store_schema": schema}
+    receiver = WebhookReceiver()
+    accepted: set[str] = set()
+    failures: list[str] = []
+    delivered = receiver.tally("DELIVERED")
+    try:
+        async with own_broker(api_queues(f"{unique}-")) as broker:
+            with fleet_in_tmp() as fleet:
+                # A request killed with its replica leaves its Idempotency-Key claimed;
+                # the claim is taken over request_timeout + 10 s later, so keep it short.
+                api = {"request_timeout": 2}
+                api_pipeline(fleet, f"{unique}-", store, api_replicas=2, api=api)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(receiver.serve)
+                    await fleet.wait_healthy()
+                    statuses = await send_through_kill(fleet, victim, receiver, accepted, failures)
+                    nursery.cancel_scope.cancel()
+            letters = await take_dead_letters(broker, unique)
+    finally:
+        drop_schema(POSTGRES_URL, schema)
+    repeats = sum(n - 1 for n in receiver.ids.values())
+    print(
+        delivered.report("DELIVERED webhooks"),
+        f"| failed POSTs retried: {len(failures)} | webhook repeats (same id): {repeats}",
+        f"| sent twice by the killed replica: {len(delivered.unexpected)}",
+    )
+    assert len(accepted) == API_MESSAGES
+    assert not letters, [letter.summary() for letter in letters]
+    assert not delivered.missing, delivered.report("DELIVERED webhooks")
+    assert statuses == {"DELIVERED": API_MESSAGES}
+    ids_per_message: dict[str, set[str]] = {}
+    for attempt in receiver.attempts:
+        if attempt.status_code == "DELIVERED":
+            ids_per_message.setdefault(attempt.message_id, set()).add(attempt.webhook_id)
+    assert all(len(ids) == 1 for ids in ids_per_message.values())
+    # A request killed with its replica after it published, and taken over by its retry
+    # on the other replica, was sent twice under two ids: at most one per request in
+    # flight at the kill, and only when the API replica is the one killed.
+    assert len(delivered.unexpected) <= (SENDERS if victim == "api0" else 0)
+
+
+async def send_through_kill(
+    fleet: Fleet, victim: str, receiver: WebhookReceiver, accepted: set[str], failures: list[str]
+) -> dict[str, int]:
+    """Subscribe the receiver, POST the messages, kill and restart ``victim`` after
+    ``KILL_AFTER`` of them, wait for every DELIVERED webhook; the final statuses."""
+    replicas = [fleet.url("api0"), fleet.url("api1")]
+    headers = await subscribe(replicas[1], receiver)
+
+    reached = trio.Event()
+
+    async def kill_and_restart() -> None:
+        await reached.wait()
+        fleet.kill(victim)
+        await trio.sleep(1)
+        fleet.restart(victim)
+        await fleet.wait_healthy(victim)
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
+            )
+            for url in replicas
+        ]
+        async with trio.open_nursery() as senders:
+            senders.start_soon(kill_and_restart)
+            senders.start_soon(
+                functools.partial(
+                    post_all,
+                    clients,
+                    API_MESSAGES,
+                    accepted,
+                    on_failure=failures,
+                    milestone=(int(API_MESSAGES * KILL_AFTER), reached),
+                )
+            )
+        delivered = receiver.tally("DELIVERED")
+        delivered.sent = set(accepted)
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            await delivered.wait_all()
+        return await final_statuses(clients[1], accepted)
