@@ -26,7 +26,9 @@ answers:
 3. **peak RSS**: the sum of VmHWM of every process the script started, read at the end.
 
 Besides, it prints each process's CPU share in both phases (from /proc/<pid>/stat, the
-script's own included), which shows what limits throughput, the dispatcher's webhook
+script's own included), which shows what limits throughput, and the CPU milliseconds
+each process spent per message over phase 1 and its drain (which a busy machine changes
+far less than the rates), the dispatcher's webhook
 POSTs by outcome (from its /metrics), and the load average, since the machine may be
 shared. One run per configuration: expect some spread between runs. A message not
 delivered within 30 s counts as slower than every delivered one in the percentiles.
@@ -344,6 +346,8 @@ class Figures:
     webhooks_received: int = 0
     webhook_posts: dict[str, float] = attrs.field(factory=dict)  # the dispatcher's, by outcome
     cpu: dict[str, dict[str, float]] = attrs.field(factory=dict)  # phase -> process -> %
+    # process -> CPU ms per message over phase 1 and its drain (when it drained)
+    cpu_ms_per_message: dict[str, float] = attrs.field(factory=dict)
     peak_rss_kib: int = 0
     processes: int = 0
     load_average: float = 0  # the machine's (1 min) when measuring started: it is shared
@@ -497,6 +501,12 @@ async def accept_phase(
     figures.drain_delivered = receiver.delivered(ids)
     if drained:
         figures.drained_s = max(receiver.arrivals["DELIVERED"][i] for i in ids) - start
+        # What each message cost each process, all the way: the same on a busy machine
+        # as on a quiet one, unlike the rates.
+        cpu_after = fleet.cpu()
+        figures.cpu_ms_per_message = {
+            name: 1000 * (cpu_after[name] - cpu_before[name]) / len(ids) for name in cpu_after
+        }
 
 
 async def latency_phase(
@@ -667,6 +677,14 @@ def report(f: Figures, args: Any) -> None:
     for phase, shares in f.cpu.items():
         busiest = sorted(shares.items(), key=lambda item: -item[1])
         print(f"  CPU {phase}: " + ", ".join(f"{name} {share:.0f}%" for name, share in busiest))
+    if f.cpu_ms_per_message:
+        costliest = sorted(f.cpu_ms_per_message.items(), key=lambda item: -item[1])
+        total = sum(f.cpu_ms_per_message.values())
+        print(
+            f"  CPU per message, phase 1 to drained: {total:.1f} ms ("
+            + ", ".join(f"{name} {ms:.2f}" for name, ms in costliest)
+            + ")"
+        )
 
 
 def main() -> None:

@@ -82,6 +82,11 @@ def _sum(metric: str, queue: str) -> float:
     )
 
 
+def published(queue: str) -> int:
+    """Deliveries published to ``queue`` (first times, not retries), across all workers."""
+    return int(_sum("vumi_like_published_total", queue))
+
+
 def handled(queue: str) -> int:
     """Deliveries of ``queue`` whose handler has finished, across all workers."""
     return int(_sum("vumi_like_handler_seconds_count", queue))

@@ -340,6 +340,9 @@ async def test_two_apis_and_two_dispatchers_sharing_a_store_deliver_every_messag
                 for i in range(30):
                     nursery.start_soon(send, (p.http, second)[i % 2], i)
             await receiver.wait_for(lambda posts: len(posts) >= 30)
+            # A DELIVERED webhook can be posted before the other dispatcher has applied
+            # that message's ack: every event handled, then read the store.
+            await wait_settled(f"{p.connector}.event")
             await wait_settled(f"{p.connector}.webhooks")
             messages = [await stored(p, message_id) for message_id in ids]
 

@@ -179,3 +179,85 @@ async def test_no_more_jobs_wait_for_a_receiver_than_its_concurrency(
     deferred = [(at, wait) for at, wait in outcomes if wait is not None]
     assert len(deferred) == 1 and deferred[0][0] == 0
     assert sorted(at for at, wait in outcomes if wait is None) == [1, 1]
+
+
+async def _waiting_allowed(r: Receivers, patience: float, jobs: int) -> tuple[int, int]:
+    """Start ``jobs`` claims on a receiver whose slots are all taken; how many were let
+    wait and how many sent back at once (the clock stands still meanwhile)."""
+    outcomes: list[float | None] = []
+
+    async def claim() -> None:
+        outcomes.append(await r.claim(HOOK, patience=patience))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(jobs):
+            nursery.start_soon(claim)
+        await trio.testing.wait_all_tasks_blocked()
+        sent_back = len(outcomes)
+        nursery.cancel_scope.cancel()
+    return jobs - sent_back, sent_back
+
+
+async def test_a_fast_receivers_backlog_waits_in_the_dispatcher_up_to_max_waiting(
+    mock_clock: trio.testing.MockClock,
+):
+    r = Receivers(per_receiver_concurrency=2, max_waiting=30, rng=random.Random(7))
+    for _ in range(2):  # its pace: 10 ms a post
+        r.started(HOOK)
+        mock_clock.jump(0.01)
+        r.finished(HOOK, ok=True)
+    r.started(HOOK)
+    r.started(HOOK)
+    # In patience / 8 = 0.25 s at 10 ms a post, two slots serve 50 jobs: capped at 30.
+    assert await _waiting_allowed(r, patience=2.0, jobs=40) == (30, 10)
+
+
+async def test_a_slow_receiver_keeps_to_its_concurrency_in_waiting_jobs(
+    mock_clock: trio.testing.MockClock,
+):
+    r = Receivers(per_receiver_concurrency=2, max_waiting=30, rng=random.Random(7))
+    r.started(HOOK)
+    mock_clock.jump(0.01)
+    r.finished(HOOK, ok=True)  # fast so far...
+    r.started(HOOK)
+    r.started(HOOK)
+    mock_clock.jump(3)  # ...but the posts in flight have hung for 3 s
+    assert await _waiting_allowed(r, patience=2.0, jobs=10) == (2, 8)
+
+
+async def test_a_receivers_pace_follows_its_recent_posts(mock_clock: trio.testing.MockClock):
+    r = Receivers(per_receiver_concurrency=1, max_waiting=30, rng=random.Random(7))
+    for _ in range(20):  # slow: 1 s a post
+        r.started(HOOK)
+        mock_clock.jump(1)
+        r.finished(HOOK, ok=True)
+    r.started(HOOK)
+    assert (await _waiting_allowed(r, patience=2.0, jobs=5))[0] == 1
+    r.finished(HOOK, ok=True)
+    for _ in range(40):  # then fast: 1 ms a post
+        r.started(HOOK)
+        mock_clock.jump(0.001)
+        r.finished(HOOK, ok=True)
+    r.started(HOOK)
+    assert (await _waiting_allowed(r, patience=2.0, jobs=40))[0] == 30
+
+
+async def test_a_first_attempt_at_once_takes_only_a_free_slot_of_a_quick_receiver(
+    mock_clock: trio.testing.MockClock,
+):
+    r = Receivers(per_receiver_concurrency=2, rng=random.Random(7))
+    assert r.claim_now(HOOK, patience=2.0)  # never posted to yet: tried
+    mock_clock.jump(0.01)
+    r.finished(HOOK, ok=True)
+    assert r.claim_now(HOOK, patience=2.0)
+    assert r.claim_now(HOOK, patience=2.0)
+    assert not r.claim_now(HOOK, patience=2.0)  # both slots taken
+    r.finished(HOOK, ok=True)
+    mock_clock.jump(0.3)
+    # A slot is free, but the post still in flight is older than patience / 8.
+    assert r.wait_before(HOOK) is None
+    assert not r.claim_now(HOOK, patience=2.0)
+    r.finished(HOOK, ok=False)
+    assert not r.claim_now(HOOK, patience=2.0)  # resting
+    mock_clock.jump(1.0)
+    assert r.claim_now(HOOK, patience=2.0)  # rested, and quick enough on average

@@ -11,6 +11,7 @@ from tests.dispatch.conftest import (
     SMS,
     poll,
     publish_inbound,
+    published,
     send_sms,
     subscribe,
     wait_handled,
@@ -51,6 +52,59 @@ async def test_a_failing_webhook_is_retried_under_the_same_webhook_id_until_deli
     assert delivery is not None
     assert (delivery.message_id, delivery.status_code) == (message_id, "DELIVERED")
     assert (delivery.state, delivery.attempts) == (DeliveryState.DELIVERED, 3)
+
+
+async def test_a_healthy_receivers_webhooks_are_posted_at_once_without_a_job(
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+):
+    with trio.fail_after(20):
+        async with (
+            webhook_receiver() as receiver,
+            running_pipeline(pipeline_broker, target, unique) as p,
+        ):
+            # SENT and DELIVERED come from the dispatcher (QUEUED from the API, as a job).
+            await subscribe(p, receiver.hook, "SENT", "DELIVERED")
+            message_id = await send_sms(p)
+            posts = await receiver.wait_for(lambda posts: len(posts) == 2)
+
+            async def recorded() -> bool:
+                for post in posts:
+                    delivery = await p.store.get_delivery(post.headers["webhook-id"])
+                    if delivery is None or delivery.state != DeliveryState.DELIVERED:
+                        return False
+                    assert delivery.attempts == 1
+                return True
+
+            await poll(recorded)
+            queued = published(f"{p.connector}.webhooks")
+
+    assert queued == 0
+    assert [post.body["statusCode"] for post in posts] == ["SENT", "DELIVERED"]
+    assert all(post.body["messageId"] == message_id for post in posts)
+
+
+async def test_a_failed_first_attempt_becomes_a_job_due_after_the_policys_delay(
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+):
+    with trio.fail_after(20):
+        async with (
+            webhook_receiver() as receiver,
+            running_pipeline(pipeline_broker, target, unique) as p,
+        ):
+            await subscribe(p, receiver.hook, "DELIVERED")
+            receiver.answer_next(1, 500)
+            await send_sms(p)
+            first, second = await receiver.wait_for(lambda posts: len(posts) == 2)
+            await wait_settled(f"{p.connector}.webhooks")
+            queued = published(f"{p.connector}.webhooks")
+            delivery = await p.store.get_delivery(first.headers["webhook-id"])
+
+    assert queued == 1  # the retry, and only it
+    assert first.raw == second.raw
+    # The harness's first retry delay: 50 ms, give or take its jitter.
+    assert second.at - first.at >= 0.04
+    assert delivery is not None
+    assert (delivery.state, delivery.attempts) == (DeliveryState.DELIVERED, 2)
 
 
 async def test_a_receivers_retry_after_is_honoured(

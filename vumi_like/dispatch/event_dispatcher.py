@@ -15,6 +15,17 @@ queues, and its own webhook job queue (``<name>.webhooks`` unless configured):
   capped); after the last attempt the delivery is recorded as failed and the job goes
   to the dead-letter queue, where ``vumi-like dlq replay`` can send it again.
 
+**The first attempt is made at once.** A status change's webhooks to a receiver that
+has a free slot and has been answering quickly (``receivers.py``) are posted while the
+event is being handled, before it is acked, with at most ``receiver_patience`` to
+answer; only what fails there, or finds its receiver busy, slow or resting, is queued
+as a job (one that failed carries its attempt and the retry policy's delay). A
+healthy receiver's webhook then costs one POST, not a trip through the broker and a
+store read besides. Nothing is risked by it: a dispatcher that dies mid-post leaves
+the event unacked, and its redelivery queues the webhooks as jobs, under the same ids.
+The subscription posted to is the one read at most ``subscriptions_max_age`` ago, so
+a subscription deleted within that time may get one more webhook.
+
 Why a job per (event, subscription): each delivery then has its own retries, its own
 place on the broker, its own record. One receiver that is down does not hold back
 another's webhooks, or the next status of the same message to a receiver that is up;
@@ -34,14 +45,17 @@ reason: they are not lost, and an operator can see what was misrouted.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-import httpx
 import trio
 from prometheus_client import Counter
 from pydantic import Field
 
 from vumi_like.config import BaseConfig
+from vumi_like.dispatch.posting import Poster, PostFailed
 from vumi_like.dispatch.receivers import Receivers
 from vumi_like.messages import Event, EventType, Message
 from vumi_like.messaging.channels import Channels, ChannelsSettings, message_type_of
@@ -50,9 +64,9 @@ from vumi_like.messaging.webhooks import (
     MESSAGE_RECEIVED,
     WebhookJob,
     inbound_body,
-    queue_webhooks,
     signature_headers,
     status_body,
+    webhook_jobs,
 )
 from vumi_like.metrics import REGISTRY
 from vumi_like.retry import RetriesExhausted, RetryLater, RetrySettings, retry_after_seconds
@@ -62,6 +76,7 @@ from vumi_like.stores import (
     MessageStatus,
     NewMessage,
     StoreSettings,
+    Webhook,
     status_for_event,
 )
 from vumi_like.worker import BaseWorker
@@ -86,8 +101,12 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
     webhook_timeout: float = Field(
         default=10, gt=0, description="Seconds allowed for one webhook POST"
     )
+    # Webhook POSTs are I/O: more deliveries in hand than a CPU-bound worker's 20.
+    worker_concurrency: int = Field(
+        default=100, ge=1, description="Deliveries prefetched and handled at once, per connector."
+    )
     per_receiver_concurrency: int = Field(
-        default=8, ge=1, description="Most webhook POSTs in flight to one receiver"
+        default=16, ge=1, description="Most webhook POSTs in flight to one receiver"
     )
     subscriptions_max_age: float = Field(
         default=1.0,
@@ -99,7 +118,8 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
         default=2.0,
         ge=0,
         description="Seconds a webhook job waits for a busy receiver's post to end before "
-        "going back to the broker (at most per_receiver_concurrency jobs wait)",
+        "going back to the broker (how many may wait follows the receiver's pace: those "
+        "it serves in an eighth of this, at least per_receiver_concurrency)",
     )
     receiver_rest: float = Field(
         default=1.0,
@@ -130,6 +150,19 @@ class UnownedInbound(Exception):
     """An inbound message no tenant owns: dead-lettered with this reason."""
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _headers(secret: str, job: WebhookJob, body: bytes) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "vumi-like-webhooks/1",
+        **signature_headers(secret, job.delivery_id, body),
+    }
+
+
 def _naive_utc(value: datetime) -> datetime:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
@@ -141,7 +174,7 @@ class EventDispatcher(BaseWorker):
     config: EventDispatcherConfig
 
     async def setup(self) -> None:
-        self.client = httpx.AsyncClient(follow_redirects=False)
+        self.poster = Poster()
         self.store = self.config.make_store()
         await self.store.open()
         self.channels = Channels(self.config.channels)
@@ -151,7 +184,12 @@ class EventDispatcher(BaseWorker):
             per_receiver_concurrency=self.config.per_receiver_concurrency,
             first_rest=self.config.receiver_rest,
             max_rest=self.config.receiver_max_rest,
+            # A fast receiver's backlog may fill the prefetch window (its jobs wait
+            # only briefly); a slow one's is held to twice its concurrency.
+            max_waiting=self.config.worker_concurrency,
         )
+        # A first attempt at once needs a retry to fall back on, and time to make it in.
+        self._first_attempts = self.config.max_retries > 0 and self.config.receiver_patience > 0
         self.webhooks = await self.setup_job_connector(
             self.config.webhook_queue_name(), WebhookJob, self.deliver
         )
@@ -162,7 +200,7 @@ class EventDispatcher(BaseWorker):
         )
 
     async def teardown(self) -> None:
-        await self.client.aclose()
+        await self.poster.aclose()
         await self.store.aclose()
 
     # -- events -> statuses
@@ -188,9 +226,8 @@ class EventDispatcher(BaseWorker):
         message = outcome.message
         reason = event.nack_reason if event.event_type == EventType.NACK else None
         at = _naive_utc(event.timestamp)
-        await queue_webhooks(
-            self.subscriptions,
-            self.webhooks.publish,
+        await self._send_webhooks(
+            first_time=not outcome.duplicate,
             tenant=message.tenant,
             message_id=message.message_id,
             status_code=status,
@@ -224,6 +261,7 @@ class EventDispatcher(BaseWorker):
             )
         channel, tenant = owner
         received = _naive_utc(message.timestamp)
+        first_time = True
         try:
             await self.store.record_inbound(
                 NewMessage(
@@ -239,10 +277,10 @@ class EventDispatcher(BaseWorker):
                 )
             )
         except AlreadyExists:
-            pass  # a redelivery: stored the first time; queue its webhooks again (same ids)
-        await queue_webhooks(
-            self.subscriptions,
-            self.webhooks.publish,
+            # A redelivery: stored the first time; queue its webhooks again (same ids).
+            first_time = False
+        await self._send_webhooks(
+            first_time=first_time,
             tenant=tenant,
             message_id=message.message_id,
             status_code=MESSAGE_RECEIVED,
@@ -258,9 +296,85 @@ class EventDispatcher(BaseWorker):
             ),
         )
 
+    # -- webhooks -> first attempts and jobs
+
+    async def _send_webhooks(
+        self,
+        *,
+        first_time: bool,
+        tenant: str,
+        message_id: str,
+        status_code: str,
+        body: Callable[[str], dict[str, Any]],
+    ) -> None:
+        """Post or queue a status's webhooks (see "The first attempt is made at once").
+
+        Again (``first_time`` False: a redelivered event), they are only queued: a job
+        checks whether its delivery got through already."""
+        jobs = await webhook_jobs(
+            self.subscriptions,
+            tenant=tenant,
+            message_id=message_id,
+            status_code=status_code,
+            body=body,
+        )
+        at_once = first_time and self._first_attempts
+
+        async def send(webhook: Webhook, job: WebhookJob) -> None:
+            if at_once:
+                await self._first_attempt(webhook, job)
+            else:
+                await self.webhooks.publish(job)
+
+        if len(jobs) == 1:
+            await send(*jobs[0])
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                for webhook, job in jobs:
+                    nursery.start_soon(send, webhook, job)
+        except BaseExceptionGroup as group:
+            # What failed, as itself (a store that cannot be reached is retried, say,
+            # rather than dead-lettered): the event is handled again as a whole anyway.
+            raise _first_leaf(group) from group
+
+    async def _first_attempt(self, webhook: Webhook, job: WebhookJob) -> None:
+        patience = self.config.receiver_patience
+        if not self.receivers.claim_now(job.url, patience):
+            await self.webhooks.publish(job)
+            return
+        body = json.dumps(job.body, separators=(",", ":")).encode()
+        ok = False
+        try:
+            failure, retry_after = await self._post(
+                job.url,
+                body,
+                _headers(webhook.secret, job, body),
+                min(patience, self.config.webhook_timeout),
+            )
+            ok = failure is None
+        finally:
+            self.receivers.finished(job.url, ok=ok)
+        if failure is None:
+            WEBHOOK_POSTS.labels(self.name, "delivered").inc()
+            await self._record(job, DeliveryState.DELIVERED, 0, None)
+            return
+        # max_retries is at least 1 here: the retry policy's first delay, then a job.
+        WEBHOOK_POSTS.labels(self.name, "retry").inc()
+        await self._record(job, DeliveryState.PENDING, 0, failure)
+        delay = self.retry_policy.delay(0, retry_after)
+        await self.webhooks.publish(
+            job.model_copy(update={"tried": 1, "not_before": time.time() + delay})
+        )
+
     # -- webhook jobs -> POSTs
 
     async def deliver(self, job: WebhookJob, attempt: int) -> None:
+        if job.not_before is not None:
+            early = job.not_before - time.time()
+            if early > 0:
+                raise RetryLater(early, "its retry is not due yet", counts=False)
+        attempt += job.tried
         # The receiver first: a job for a busy or resting one goes back to the broker
         # before it costs a store read.
         wait = await self.receivers.claim(job.url, self.config.receiver_patience)
@@ -285,13 +399,10 @@ class EventDispatcher(BaseWorker):
                 )
                 return
             body = json.dumps(job.body, separators=(",", ":")).encode()
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": "vumi-like-webhooks/1",
-                **signature_headers(webhook.secret, job.delivery_id, body),
-            }
             posted = True
-            failure, retry_after = await self._post(job.url, body, headers)
+            failure, retry_after = await self._post(
+                job.url, body, _headers(webhook.secret, job, body), self.config.webhook_timeout
+            )
             ok = failure is None
         finally:
             if posted:
@@ -314,20 +425,22 @@ class EventDispatcher(BaseWorker):
             raise
 
     async def _post(
-        self, url: str, body: bytes, headers: dict[str, str]
+        self, url: str, body: bytes, headers: dict[str, str], seconds: float
     ) -> tuple[str | None, float | None]:
-        """POST once; ``(None, None)`` on a 2xx, else what failed and any Retry-After."""
+        """POST once, allowing it ``seconds``; ``(None, None)`` on a 2xx, else what failed
+        and any Retry-After."""
         try:
-            with trio.fail_after(self.config.webhook_timeout):
-                response = await self.client.post(
-                    url, content=body, headers=headers, timeout=self.config.webhook_timeout
-                )
-        except (httpx.HTTPError, trio.TooSlowError) as exc:
-            return f"POST {url} failed: {type(exc).__name__}: {exc}".rstrip(": "), None
-        if response.is_success:
+            with trio.fail_after(seconds):
+                answer = await self.poster.post(url, body, headers)
+        except PostFailed as exc:
+            return f"POST {url} failed: {exc}", None
+        except trio.TooSlowError:
+            return f"POST {url} failed: no answer within {seconds:g} s", None
+        if 200 <= answer.status < 300:
             return None, None
-        failure = f"POST {url} answered {response.status_code}: {response.text[:200]}"
-        return failure, retry_after_seconds(response.headers.get("Retry-After"))
+        text = answer.body.decode("utf-8", "replace")[:200]
+        failure = f"POST {url} answered {answer.status}: {text}"
+        return failure, retry_after_seconds(answer.headers.get("retry-after"))
 
     async def _record(
         self, job: WebhookJob, state: DeliveryState, attempt: int, error: str | None

@@ -8,12 +8,16 @@ both per receiver (scheme, host and port of the URL), keep it to its share:
 * at most ``per_receiver_concurrency`` posts to one receiver at a time. A job that
   finds its receiver at the limit waits in the dispatcher for one of its posts to end
   (a trip through the broker and back costs far more than the milliseconds a healthy
-  receiver takes to free a slot), but no more than ``per_receiver_concurrency`` jobs
-  wait per receiver, none longer than ``patience``: the others go back to the broker
-  for a short, jittered while, longer the more have gone back since one last found
-  room (up to twenty times). So one receiver holds at most twice its concurrency in
-  delivery slots, never all of them (that is the problem), and its backlog waits on
-  the broker rather than cycling through the dispatcher;
+  receiver takes to free a slot), none longer than ``patience``. How many may wait
+  follows how fast the receiver answers: as many as it would serve within a short
+  while (``patience / 8``) at its recent pace (the moving average of its posts, or the
+  age of the oldest post still in flight if that is longer), but never fewer than
+  ``per_receiver_concurrency`` nor more than ``max_waiting``. So a fast receiver's
+  backlog is served from the dispatcher's prefetched jobs instead of cycling through
+  the broker, while a slow one holds at most twice its concurrency in delivery slots.
+  Jobs beyond that go back to the broker for a short, jittered while, longer the more
+  have gone back since one last found room (up to twenty times), so its backlog waits
+  on the broker rather than cycling through the dispatcher;
 * after a failed post, the receiver rests for a while that grows with consecutive
   failures (capped); jobs for a resting receiver go back to the broker until the rest
   is over, so a dead receiver costs one timed-out post per rest, not one per job.
@@ -24,7 +28,9 @@ restart forgets. Nothing is lost either way; jobs only wait.
 
 from __future__ import annotations
 
+import functools
 import random
+from collections import deque
 from urllib.parse import urlsplit
 
 import attrs
@@ -33,7 +39,9 @@ import trio
 __all__ = ["Receivers"]
 
 
+@functools.lru_cache(maxsize=4096)
 def receiver_of(url: str) -> str:
+    """Scheme, host and port of ``url``: asked several times per post, parsed once."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
 
@@ -46,11 +54,26 @@ class _Receiver:
     freed: trio.Event = attrs.field(factory=trio.Event)  # set when a post ends
     waiting: int = 0  # jobs waiting in ``claim`` for a slot
     busy_streak: int = 0  # jobs sent back as busy since one last found a free slot
+    pace: float = 0.0  # moving average of its posts' durations, in seconds (0: none yet)
+    # When each post in flight began, oldest first (posts mostly end in the order they
+    # began; when one doesn't, the oldest's age is a little off, and only a hint).
+    starts: deque[float] = attrs.field(factory=deque)
 
-    def free_one(self) -> None:
+    def start_one(self) -> None:
+        self.in_flight += 1
+        self.starts.append(trio.current_time())
+
+    def free_one(self) -> float:
+        """End a post; how long it took."""
         self.in_flight -= 1
+        took = trio.current_time() - self.starts.popleft() if self.starts else 0.0
         self.freed.set()
         self.freed = trio.Event()
+        return took
+
+    def recent_pace(self) -> float:
+        oldest = trio.current_time() - self.starts[0] if self.starts else 0.0
+        return max(self.pace, oldest)
 
 
 class Receivers:
@@ -60,9 +83,12 @@ class Receivers:
         per_receiver_concurrency: int = 8,
         first_rest: float = 1.0,
         max_rest: float = 60.0,
+        max_waiting: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.per_receiver_concurrency = per_receiver_concurrency
+        # Jobs that may wait for one receiver's slots: default, its concurrency.
+        self.max_waiting = max(max_waiting or 0, per_receiver_concurrency)
         self.first_rest = first_rest
         self.max_rest = max_rest
         self._random = rng or random.Random()
@@ -95,7 +121,7 @@ class Receivers:
         state = self._state(url)
         if state.in_flight < self.per_receiver_concurrency and state.waiting == 0:
             state.busy_streak = 0  # room without waiting: no backlog left
-        if state.waiting < self.per_receiver_concurrency:
+        if state.waiting < self._may_wait(state, patience):
             state.waiting += 1
             try:
                 with trio.move_on_after(patience):
@@ -111,16 +137,43 @@ class Receivers:
             self.started(url)
         return wait
 
+    def claim_now(self, url: str, patience: float) -> bool:
+        """Take a posting slot for ``url`` only if one is free now, no job is waiting
+        for one, the receiver is not resting, and it answers within ``patience / 8`` at
+        its recent pace (or has not been posted to yet). Given back as ``claim``'s."""
+        state = self._state(url)
+        if (
+            state.in_flight >= self.per_receiver_concurrency
+            or state.waiting
+            or state.resting_until > trio.current_time()
+            or state.recent_pace() > patience / 8
+        ):
+            return False
+        state.start_one()
+        return True
+
+    def _may_wait(self, state: _Receiver, patience: float) -> int:
+        """How many jobs may wait for ``state``'s slots: those it would serve within
+        ``patience / 8`` at its recent pace, within [concurrency, max_waiting]."""
+        pace = state.recent_pace()
+        if pace <= 0:
+            return self.per_receiver_concurrency
+        served = int(self.per_receiver_concurrency * (patience / 8) / pace)
+        return max(self.per_receiver_concurrency, min(self.max_waiting, served))
+
     def started(self, url: str) -> None:
-        self._state(url).in_flight += 1
+        self._state(url).start_one()
 
     def release(self, url: str) -> None:
         """Give back a slot no post was made in."""
-        self._state(url).free_one()
+        state = self._state(url)
+        state.free_one()
 
     def finished(self, url: str, *, ok: bool) -> None:
         state = self._state(url)
-        state.free_one()
+        took = state.free_one()
+        # Failures too: a receiver that times out is slow, whatever else it is.
+        state.pace = took if state.pace <= 0 else 0.8 * state.pace + 0.2 * took
         if ok:
             state.failures = 0
             state.resting_until = 0.0

@@ -8,9 +8,11 @@ each tenant's subscriptions for ``max_age`` seconds.
 
 What that costs, and why it is safe: a subscription made a moment ago may miss the
 events of the next ``max_age`` seconds in this worker (a client sees a new webhook
-start within a second). A deleted one may still be queued for as long, but the
-dispatcher reads the subscription afresh before each post and drops jobs for one that
-is gone, so nobody is posted to after unsubscribing.
+start within a second). A deleted one may still be queued for as long; a queued job
+reads its subscription afresh before posting and is dropped if it is gone, but the
+dispatcher's first attempt at a webhook, made while it handles the event, posts with
+what it read here: so a subscription deleted less than ``max_age`` ago may get one
+more webhook (``max_age`` 0 makes every read fresh).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from vumi_like.messaging.subscriptions import Subscriptions
+from vumi_like.stores import Webhook
 
 __all__ = [
     "MESSAGE_RECEIVED",
@@ -56,6 +57,7 @@ __all__ = [
     "signature_headers",
     "status_body",
     "verify",
+    "webhook_jobs",
 ]
 
 WEBHOOK_ID_HEADER = "webhook-id"
@@ -70,7 +72,12 @@ class WebhookJob(BaseModel):
 
     The body is fixed when the job is made, so every attempt sends the same bytes. The
     secret is not in the job (queues are not for secrets): the dispatcher reads it
-    from the store when it sends, so a subscription deleted meanwhile is not posted to.
+    from the store when it sends a job, so a subscription deleted meanwhile is not
+    posted to.
+
+    A job the dispatcher queues after its own first attempt failed says so: ``tried``
+    attempts were made already (they count against the retries allowed), and it is
+    not to be tried before ``not_before`` (Unix seconds), the retry policy's delay.
     """
 
     delivery_id: str
@@ -80,6 +87,8 @@ class WebhookJob(BaseModel):
     status_code: str
     url: str
     body: dict[str, Any]
+    tried: int = 0
+    not_before: float | None = None
 
     def log_ids(self) -> dict[str, str]:
         return {
@@ -92,6 +101,32 @@ class WebhookJob(BaseModel):
 def delivery_id(webhook_id: str, message_id: str, status_code: str) -> str:
     digest = hashlib.sha256(f"{webhook_id}\n{message_id}\n{status_code}".encode()).hexdigest()
     return f"wh_{digest[:32]}"
+
+
+async def webhook_jobs(
+    subscriptions: Subscriptions,
+    *,
+    tenant: str,
+    message_id: str,
+    status_code: str,
+    body: Callable[[str], dict[str, Any]],
+) -> list[tuple[Webhook, WebhookJob]]:
+    """One job per subscription of ``tenant`` that wants ``status_code``, beside its
+    subscription. ``body(delivery_id)`` makes each job's body."""
+    jobs = []
+    for webhook in await subscriptions.wanting(tenant, status_code):
+        delivery = delivery_id(webhook.webhook_id, message_id, status_code)
+        job = WebhookJob(
+            delivery_id=delivery,
+            webhook_id=webhook.webhook_id,
+            tenant=tenant,
+            message_id=message_id,
+            status_code=status_code,
+            url=webhook.url,
+            body=body(delivery),
+        )
+        jobs.append((webhook, job))
+    return jobs
 
 
 async def queue_webhooks(
@@ -108,21 +143,12 @@ async def queue_webhooks(
     ``body(delivery_id)`` makes each job's body; ``publish`` puts a job on the
     dispatcher's webhook queue. Returns how many were queued.
     """
-    webhooks = await subscriptions.wanting(tenant, status_code)
-    for webhook in webhooks:
-        delivery = delivery_id(webhook.webhook_id, message_id, status_code)
-        await publish(
-            WebhookJob(
-                delivery_id=delivery,
-                webhook_id=webhook.webhook_id,
-                tenant=tenant,
-                message_id=message_id,
-                status_code=status_code,
-                url=webhook.url,
-                body=body(delivery),
-            )
-        )
-    return len(webhooks)
+    jobs = await webhook_jobs(
+        subscriptions, tenant=tenant, message_id=message_id, status_code=status_code, body=body
+    )
+    for _, job in jobs:
+        await publish(job)
+    return len(jobs)
 
 
 def _timestamp(at: datetime) -> str:
