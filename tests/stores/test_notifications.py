@@ -37,6 +37,17 @@ async def test_targets_carry_their_members_permissions(store: MessageStore):
     assert target is not None and target.members == {"ann": Permission.ADMIN}
 
 
+async def test_a_target_is_created_with_its_admin_in_one_transaction(store: MessageStore):
+    created = await store.create_notification_target(
+        "acme", "project", "7", "Project", None, "ann"
+    )
+    assert created.members == {"ann": Permission.ADMIN}
+    assert await store.notification_target("acme", "project", "7") == created
+    with pytest.raises(AlreadyExists):  # and the existing one is left as it was
+        await store.create_notification_target("acme", "project", "7", "Taken", None, "carl")
+    assert await store.notification_target("acme", "project", "7") == created
+
+
 async def test_a_member_needs_an_existing_target(store: MessageStore):
     with pytest.raises(StoreError):
         await store.set_notification_member("acme", "project", "9", "bob", "view")

@@ -30,8 +30,6 @@ from urllib.parse import urlencode
 from quart import Blueprint, request
 from quart_schema import document_response, validate_querystring, validate_request
 
-from vumi_like.applications.messaging_api.http import paged, problems
-from vumi_like.applications.messaging_api.outbox import Draft
 from vumi_like.applications.messaging_api.party_models import (
     Attachment,
     BatchStatusResponse,
@@ -52,6 +50,8 @@ from vumi_like.applications.messaging_api.party_models import (
     _Addressed,
 )
 from vumi_like.errors import ProblemError
+from vumi_like.openapi.http import paged, problems
+from vumi_like.outbound.outbox import Draft
 from vumi_like.stores import StoredMessage, legacy_status
 
 if TYPE_CHECKING:

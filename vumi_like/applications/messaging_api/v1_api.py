@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request
 
-from vumi_like.applications.messaging_api.http import paged, problems
-from vumi_like.applications.messaging_api.openapi import NoContent
 from vumi_like.applications.messaging_api.v1_models import (
     Accepted,
     BatchAccepted,
@@ -44,6 +42,8 @@ from vumi_like.applications.messaging_api.v1_models import (
 )
 from vumi_like.errors import ProblemError
 from vumi_like.messaging.webhooks import new_secret
+from vumi_like.openapi.document import NoContent
+from vumi_like.openapi.http import paged, problems
 from vumi_like.stores import MessageStatus, Party, StoredMessage, Webhook
 
 if TYPE_CHECKING:

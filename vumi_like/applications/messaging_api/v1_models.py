@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from vumi_like.applications.messaging_api.outbox import Draft
+from vumi_like.outbound.outbox import Draft
 
 WebhookEvent = Literal[
     "QUEUED",

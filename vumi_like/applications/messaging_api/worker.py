@@ -26,19 +26,12 @@ from typing import Any
 
 import trio
 from quart import Response, request
-from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from vumi_like.applications.messaging_api import party_api, v1_api
 from vumi_like.applications.messaging_api.config import MessagingApiConfig
 from vumi_like.applications.messaging_api.idempotency import IDEMPOTENCY_HEADER, idempotent
-from vumi_like.applications.messaging_api.openapi import (
-    OpenApiProvider,
-    document_worker_routes,
-    openapi_document,
-    yaml_response,
-)
-from vumi_like.applications.messaging_api.outbox import BatchJob, Outbox
 from vumi_like.auth import (
     OAuthError,
     Principal,
@@ -50,6 +43,13 @@ from vumi_like.errors import ProblemError, problem_response, store_unavailable_r
 from vumi_like.messaging.channels import Channels
 from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import WebhookJob
+from vumi_like.openapi.document import (
+    document_worker_routes,
+    openapi_document,
+    serve_openapi,
+    yaml_response,
+)
+from vumi_like.outbound.outbox import BatchJob, Outbox
 from vumi_like.stores import StoreError, StoreUnavailable
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker
@@ -57,6 +57,7 @@ from vumi_like.worker import BaseWorker
 __all__ = ["MessagingApi"]
 
 ORIGIN_HEADER = "x-origin"
+ABANDONED_CLAIM_MARGIN = 10  # seconds
 ISSUER_HEADER = "x-issuer"
 
 # The problem code of each status this API answers with, when no more precise one applies.
@@ -114,19 +115,7 @@ class MessagingApi(BaseWorker):
         http = self.http
         assert http is not None  # http_bind is required by the config
         http.config["MAX_CONTENT_LENGTH"] = self.config.max_body_bytes
-        QuartSchema(
-            http,
-            openapi_provider_class=OpenApiProvider,
-            openapi_path="/openapi.json",
-            swagger_ui_path=None,
-            redoc_ui_path=None,
-            scalar_ui_path=None,
-            info={"title": "vumi_like Messaging API", "version": "1"},
-            security_schemes={
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}
-            },
-            security=[{"bearerAuth": []}],
-        )
+        serve_openapi(http, "vumi_like Messaging API")
         http.register_blueprint(v1_api.blueprint(self))
         http.register_blueprint(party_api.blueprint(self))
         document_worker_routes(http, self._token_route, self._api_docs_route)
@@ -228,6 +217,9 @@ class MessagingApi(BaseWorker):
                     request.headers.get(IDEMPOTENCY_HEADER),
                     fingerprint,
                     work,
+                    # A live request ends within request_timeout, and frees its key if
+                    # it failed within 5 s more; a claim older than that was abandoned.
+                    abandoned_after=self.config.request_timeout + ABANDONED_CLAIM_MARGIN,
                 )
                 return Response(
                     json.dumps(answer, separators=(",", ":")),

@@ -27,26 +27,47 @@ Who may do what (each refusal an RFC 7807 problem):
   by their author (others listing them see only their own);
 * a message may be deleted by its author, or by an ``admin`` of its form or project.
 
-Delivery is at least once: the envelope is published (and confirmed by the broker)
-before the 201, the transport retries through the broker, and every outcome it
-reports (``ack``: published to the MQTT broker; a ``pending`` report: retrying;
-``nack``: failed) is recorded on the message under ``deliveries.mqtt``. A request that
-is refused stores and publishes nothing; one whose publish the broker refuses is
-removed again and answered 503.
+Delivery (the ``backends`` in config, ``[mqtt]`` by default) is at least once, each
+backend's outcome recorded on the message under ``deliveries.<backend>``:
+
+* ``mqtt`` (``mqtt.py``): published on the target's topic by an ``MqttTransport``;
+* ``channels`` (``fanout.py``): sent to each recipient's preferred channel through the
+  Messaging API's outbox, by a job on the broker, with each recipient's Messaging API
+  message id and status.
+
+The 201 comes once the broker has what each backend needs (the envelope, the fan-out
+job). A request that is refused stores and publishes nothing; one whose publish the
+broker refuses is removed again and answered 503.
+
+``/openapi.json`` and ``/api-docs`` (YAML) document the API, as the Messaging API's do;
+a copy is kept in ``docs/notifications.openapi.json``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import attrs
+from pydantic import BaseModel, ValidationError
 from quart import Response, request
+from quart_schema import document_querystring, document_request, document_response
 
 from vumi_like.applications.notifications.config import NotificationsApiConfig
+from vumi_like.applications.notifications.fanout import ChannelsBackend, FanOutJob
+from vumi_like.applications.notifications.models import (
+    ListQuery,
+    MemberBody,
+    NewNotification,
+    NotificationOut,
+    TargetBody,
+    TargetOut,
+)
+from vumi_like.applications.notifications.mqtt import MqttBackend
 from vumi_like.applications.notifications.payload import (
     TARGET_TYPES,
     notification_body,
@@ -54,8 +75,22 @@ from vumi_like.applications.notifications.payload import (
 )
 from vumi_like.auth import OAuthError, TokenService, oauth_error_response
 from vumi_like.errors import ProblemError, store_unavailable_response
-from vumi_like.messages import DeliveryStatus, Event, EventType, Message
+from vumi_like.messages import Event, Message
+from vumi_like.messaging.channels import Channels
+from vumi_like.messaging.subscriptions import Subscriptions
+from vumi_like.messaging.webhooks import WebhookJob
+from vumi_like.openapi.document import (
+    NoContent,
+    document_worker_routes,
+    documentable,
+    openapi_document,
+    serve_openapi,
+    yaml_response,
+)
+from vumi_like.openapi.http import problems
+from vumi_like.outbound.outbox import BatchJob, Outbox
 from vumi_like.stores import (
+    AlreadyExists,
     InvalidCursor,
     Notification,
     NotificationTarget,
@@ -64,37 +99,14 @@ from vumi_like.stores import (
     StoreUnavailable,
 )
 from vumi_like.validation import describe_validation_error
-from vumi_like.worker import BaseWorker, PublishFailed
+from vumi_like.worker import BaseWorker, JobConnector, PublishFailed
 
 __all__ = ["NotificationsApi"]
 
 B = TypeVar("B", bound=BaseModel)
 
-BACKEND = "mqtt"
-_MESSAGE_ID = re.compile(r"^notification-(\d+)-mqtt$")
 # What a topic level may not hold (MqttTransport refuses it too, but only after a 201).
 _NOT_IN_TARGET_ID = re.compile(r"[/+#\x00]")
-
-
-class TargetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=255)
-    form_id: str | None = Field(default=None, max_length=255)
-
-
-class MemberBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    permission: Permission
-
-
-class NewNotification(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    target_type: Literal["user", "xform", "project"]
-    target_id: str = Field(min_length=1, max_length=255)
-    message: str = Field(min_length=1)
 
 
 def _now() -> datetime:
@@ -109,29 +121,146 @@ class NotificationsApi(BaseWorker):
         self.store = self.config.make_store()
         await self.store.open()
         self.tokens = TokenService(self.config.auth)
-        self.mqtt = await self.setup_receive_inbound_connector(
-            self.config.mqtt_connector,
-            inbound_handler=self.handle_inbound,
-            event_handler=self.handle_event,
+        self.mqtt: MqttBackend | None = None
+        self.fanout: ChannelsBackend | None = None
+        self.fanout_jobs: JobConnector | None = None
+        if "mqtt" in self.config.backends:
+            await self._set_up_mqtt()
+        if "channels" in self.config.backends:
+            await self._set_up_channels()
+        self.serve_http_api()
+
+    async def _set_up_mqtt(self) -> None:
+        name = self.config.mqtt_connector
+        assert name is not None  # the config requires it with this backend
+        connector = await self.setup_receive_inbound_connector(
+            name, inbound_handler=self._mqtt_inbound, event_handler=self._mqtt_event
         )
-        http = self.http
-        assert http is not None  # http_bind is required by the config
-        prefix = self.config.prefix
-        http.add_url_rule(prefix, "create", self._create_route, methods=["POST"])
-        http.add_url_rule(prefix, "list", self._list_route, methods=["GET"])
-        http.add_url_rule(f"{prefix}/<int:pk>", "get", self._get_route, methods=["GET"])
-        http.add_url_rule(f"{prefix}/<int:pk>", "delete", self._delete_route, methods=["DELETE"])
-        target = f"{prefix}/targets/<target_type>/<target_id>"
-        http.add_url_rule(target, "get_target", self._get_target_route, methods=["GET"])
-        http.add_url_rule(target, "set_target", self._set_target_route, methods=["PUT"])
-        member = f"{target}/members/<username>"
-        http.add_url_rule(member, "set_member", self._set_member_route, methods=["PUT"])
-        http.add_url_rule(member, "remove_member", self._remove_member_route, methods=["DELETE"])
-        http.register_error_handler(OAuthError, self._oauth_error)
-        http.register_error_handler(StoreUnavailable, self._store_unavailable)
+        self.mqtt = MqttBackend(connector=connector, connector_name=name, store=self.store)
+
+    async def _set_up_channels(self) -> None:
+        config = self.config
+        assert config.connector_name is not None  # the config requires it with this backend
+        # Publish-only, as the Messaging API's own: its event dispatcher follows them.
+        connector = await self.setup_receive_inbound_connector(
+            config.connector_name, inbound_handler=None, event_handler=None
+        )
+        outbox = Outbox(
+            store=self.store,
+            channels=Channels(config.channels),
+            connector=connector,
+            webhooks=await self.setup_job_connector(config.webhook_queue_name(), WebhookJob),
+            batches=await self.setup_job_connector(config.batch_queue_name(), BatchJob),
+            subscriptions=Subscriptions(self.store, max_age=config.subscriptions_max_age),
+        )
+        self.fanout = ChannelsBackend(
+            config=config, store=self.store, outbox=outbox, retry_policy=config.retry_policy()
+        )
+        self.fanout_jobs = await self.setup_job_connector(
+            config.fanout_queue_name(), FanOutJob, self._fan_out
+        )
 
     async def teardown(self) -> None:
         await self.store.aclose()
+
+    # -- HTTP
+
+    def serve_http_api(self) -> None:
+        """Add the API's routes, error handlers and OpenAPI document to the HTTP app."""
+        http = self.http
+        assert http is not None  # http_bind is required by the config
+        serve_openapi(http, "vumi_like Notifications API")
+        prefix = self.config.prefix
+        target = f"{prefix}/targets/<target_type>/<target_id>"
+        member = f"{target}/members/<username>"
+        # (path, endpoint, method, route, documentation)
+        routes: list[tuple[str, str, str, Callable[..., Any], list[Callable[[Any], Any]]]] = [
+            (
+                prefix,
+                "create",
+                "POST",
+                self._create_route,
+                [
+                    document_request(NewNotification),
+                    document_response(NotificationOut, 201),
+                    problems(400, 401, 403, 404, 503),
+                ],
+            ),
+            (
+                prefix,
+                "list",
+                "GET",
+                self._list_route,
+                [
+                    document_querystring(ListQuery),
+                    document_response(list[NotificationOut], 200),
+                    problems(400, 401, 403, 404, 503),
+                ],
+            ),
+            (
+                f"{prefix}/<int:pk>",
+                "get",
+                "GET",
+                self._get_route,
+                [document_response(NotificationOut, 200), problems(401, 403, 404, 503)],
+            ),
+            (
+                f"{prefix}/<int:pk>",
+                "delete",
+                "DELETE",
+                self._delete_route,
+                [document_response(NoContent, 204), problems(401, 403, 404, 503)],
+            ),
+            (
+                target,
+                "get_target",
+                "GET",
+                self._get_target_route,
+                [document_response(TargetOut, 200), problems(401, 403, 404, 503)],
+            ),
+            (
+                target,
+                "set_target",
+                "PUT",
+                self._set_target_route,
+                [
+                    document_request(TargetBody),
+                    document_response(TargetOut, 200),
+                    document_response(TargetOut, 201),
+                    problems(400, 401, 403, 404, 503),
+                ],
+            ),
+            (
+                member,
+                "set_member",
+                "PUT",
+                self._set_member_route,
+                [
+                    document_request(MemberBody),
+                    document_response(NoContent, 204),
+                    problems(400, 401, 403, 404, 503),
+                ],
+            ),
+            (
+                member,
+                "remove_member",
+                "DELETE",
+                self._remove_member_route,
+                [document_response(NoContent, 204), problems(401, 403, 404, 503)],
+            ),
+        ]
+        for path, endpoint, method, route, documentation in routes:
+            view = documentable(route)
+            for document in documentation:
+                view = document(view)
+            http.add_url_rule(path, endpoint, view, methods=[method])
+        document_worker_routes(http, None, self._api_docs_route)
+        http.register_error_handler(OAuthError, self._oauth_error)
+        http.register_error_handler(StoreUnavailable, self._store_unavailable)
+
+    async def _api_docs_route(self) -> Response:
+        assert self.http is not None
+        return yaml_response(openapi_document(self.http))
 
     # -- who is calling, and what they may do
 
@@ -208,10 +337,17 @@ class NotificationsApi(BaseWorker):
             caller.username,
             body.message,
             payload,
-            {BACKEND: {"state": "queued"}},
+            {backend: {"state": "queued"} for backend in self.config.backends},
         )
         try:
-            await self.mqtt.publish_outbound(self._envelope(notification))
+            # The job first: if the envelope is then refused, the notification is
+            # deleted and the job, finding nothing, sends nothing.
+            if self.fanout_jobs is not None:
+                await self.fanout_jobs.publish(
+                    FanOutJob(tenant=tenant, notification_id=notification.id)
+                )
+            if self.mqtt is not None:
+                await self.mqtt.publish(notification)
         except PublishFailed as exc:
             await self.store.delete_notification(tenant, notification.id)
             raise ProblemError(
@@ -274,7 +410,11 @@ class NotificationsApi(BaseWorker):
 
     async def _get_route(self, pk: int) -> Response:
         caller = await self.caller()
-        return _json(notification_body(await self._found(caller, pk)), 200)
+        notification = await self._found(caller, pk)
+        body = notification_body(notification)
+        if self.fanout is not None and "channels" in body["deliveries"]:
+            body["deliveries"]["channels"] = await self.fanout.with_statuses(notification)
+        return _json(body, 200)
 
     async def _delete_route(self, pk: int) -> Response:
         caller = await self.caller()
@@ -327,19 +467,19 @@ class NotificationsApi(BaseWorker):
             )
         if body.form_id is not None and target_type != "xform":
             raise ProblemError(400, "only a form has a form_id", code="VALIDATION_FAILED")
-        existing = await self.store.notification_target(caller.tenant, target_type, target_id)
-        if existing is not None:
-            _require(caller, existing, Permission.ADMIN)
+        try:
+            created = await self.store.create_notification_target(
+                caller.tenant, target_type, target_id, body.name, body.form_id, caller.username
+            )
+            return _json(_target_body(created), 201)
+        except AlreadyExists:
+            pass  # then it is a rename, by one of its admins
+        existing = await self._check_member(caller, target_type, target_id, Permission.ADMIN)
         await self.store.set_notification_target(
             caller.tenant, target_type, target_id, body.name, body.form_id
         )
-        if existing is None:
-            await self.store.set_notification_member(
-                caller.tenant, target_type, target_id, caller.username, Permission.ADMIN
-            )
-        target = await self.store.notification_target(caller.tenant, target_type, target_id)
-        assert target is not None
-        return _json(_target_body(target), 200 if existing else 201)
+        renamed = attrs.evolve(existing, name=body.name, form_id=body.form_id)
+        return _json(_target_body(renamed), 200)
 
     async def _set_member_route(self, target_type: str, target_id: str, username: str) -> Response:
         caller = await self.caller()
@@ -369,49 +509,20 @@ class NotificationsApi(BaseWorker):
             )
         return Response("", 204)
 
-    # -- the MQTT backend
+    # -- the backends' handlers
 
-    def _envelope(self, notification: Notification) -> Message:
-        return Message(
-            message_id=f"notification-{notification.id}-{BACKEND}",
-            to_addr=f"{notification.target_type}/{notification.target_id}",
-            from_addr=notification.author,
-            transport_name=self.config.mqtt_connector,
-            transport_type="mqtt",
-            content=notification.message,
-            helper_metadata={
-                "mqtt": {
-                    "target_type": notification.target_type,
-                    "target_id": notification.target_id,
-                    "payload": dict(notification.payload),
-                }
-            },
-        )
+    async def _mqtt_inbound(self, message: Message) -> None:
+        assert self.mqtt is not None
+        await self.mqtt.handle_inbound(message)
 
-    async def handle_inbound(self, message: Message) -> None:
-        # Notifications go one way: an MQTT transport subscribed to something on this
-        # connector is misconfigured. Dead-lettered, with this reason, not lost.
-        raise ValueError(
-            f"the notifications API takes no inbound messages (from {message.from_addr!r})"
-        )
-
-    async def handle_event(self, event: Event) -> None:
-        match = _MESSAGE_ID.match(event.user_message_id)
-        if match is None:
-            raise ValueError(f"not a notification's event: {event.user_message_id!r}")
-        at = event.timestamp.replace(tzinfo=UTC).isoformat()
-        outcome: dict[str, Any] = {"at": at}
-        if event.event_type == EventType.ACK:
-            outcome["state"] = "published"
-        elif event.event_type == EventType.NACK:
-            outcome.update(state="failed", reason=event.nack_reason)
-        elif event.delivery_status == DeliveryStatus.PENDING:
-            retry = (event.transport_metadata or {}).get("retry") or {}
-            outcome.update(state="retrying", reason=retry.get("reason"))
-        else:
-            outcome["state"] = str(event.delivery_status)
-        if not await self.store.record_notification_delivery(int(match[1]), BACKEND, outcome):
+    async def _mqtt_event(self, event: Event) -> None:
+        assert self.mqtt is not None
+        if not await self.mqtt.handle_event(event):
             self.log.info("outcome of a deleted message", message_id=event.user_message_id)
+
+    async def _fan_out(self, job: FanOutJob, attempt: int) -> None:
+        assert self.fanout is not None
+        await self.fanout.fan_out(job, attempt)
 
     # -- errors
 

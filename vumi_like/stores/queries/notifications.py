@@ -36,6 +36,7 @@ from vumi_like.stores.schema import (
 __all__ = [
     "add_user",
     "create_notification",
+    "create_target",
     "delete_notification",
     "get_notification",
     "get_target",
@@ -111,6 +112,42 @@ def set_target(
         insert.on_conflict_do_update(
             index_elements=["tenant", "target_type", "target_id"], set_=values
         )
+    )
+
+
+def create_target(
+    conn: sa.Connection,
+    tenant: str,
+    target_type: str,
+    target_id: str,
+    name: str,
+    form_id: str | None,
+    admin: str,
+    now: datetime,
+) -> NotificationTarget:
+    """Create a form or project with ``admin`` as its first member, in one transaction:
+    never a target nobody administers. ``AlreadyExists`` if it exists."""
+    try:
+        conn.execute(
+            notification_targets.insert().values(
+                tenant=tenant,
+                target_type=target_type,
+                target_id=target_id,
+                name=name,
+                form_id=form_id,
+                created_at=now,
+            )
+        )
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(f"{target_type} {target_id!r} exists already") from None
+    set_member(conn, tenant, target_type, target_id, admin, Permission.ADMIN)
+    return NotificationTarget(
+        tenant=tenant,
+        target_type=target_type,
+        target_id=target_id,
+        name=name,
+        form_id=form_id,
+        members={admin: Permission.ADMIN},
     )
 
 

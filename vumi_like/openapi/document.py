@@ -1,12 +1,14 @@
-"""The API's OpenAPI document: generated from the routes' models, served two ways.
+"""An HTTP API's OpenAPI document: generated from the routes' models, served two ways.
 
 quart-schema builds the document from each route's request and response models and the
-``problems(...)`` it declares (``http.py``). This module adds what the generic worker
-routes need to be documented (``/health``, the token endpoint) or hidden (``/metrics``,
-which is Prometheus text, and the documents themselves), and renders the document as
-YAML for ``/api-docs`` (seed 003's path) beside quart-schema's JSON at ``/openapi.json``.
-A copy is kept in ``docs/messaging_api.openapi.json`` (``python -m vumi_like.reference
-openapi`` writes it); a test keeps it current.
+``problems(...)`` it declares (``http.py``). This module sets quart-schema up the same
+way for every API (``serve_openapi``), adds what the generic worker routes need to be
+documented (``/health``, the token endpoint where the API has one) or hidden
+(``/metrics``, which is Prometheus text, and the documents themselves), and renders the
+document as YAML for ``/api-docs`` (seed 003's path) beside quart-schema's JSON at
+``/openapi.json``. Copies are kept in ``docs/`` (``python -m vumi_like.reference
+openapi`` writes the Messaging API's, ``... openapi notifications`` the Notifications
+API's); a test keeps them current.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from quart import Response
 from quart_schema import (
     DataSource,
     OpenAPIProvider,
+    QuartSchema,
     document_request,
     document_response,
     hide,
@@ -28,13 +31,15 @@ from quart_schema import (
 )
 from quart_trio import QuartTrio
 
-from vumi_like.applications.messaging_api.http import problems
+from vumi_like.openapi.http import problems
 
 __all__ = [
     "NoContent",
     "OpenApiProvider",
     "document_worker_routes",
+    "documentable",
     "openapi_document",
+    "serve_openapi",
     "yaml_response",
 ]
 
@@ -75,9 +80,10 @@ class Health(BaseModel):
     components: dict[str, dict[str, Any]]
 
 
-def _wrap(route: Route) -> Route:
-    # A plain function, so documentation attributes can be set on it (a bound method
-    # refuses new attributes).
+def documentable(route: Route) -> Route:
+    """``route`` as a plain function, so that documentation attributes can be set on it
+    (a bound method refuses new attributes)."""
+
     async def documented(*args: Any, **kwargs: Any) -> Any:
         return await route(*args, **kwargs)
 
@@ -86,21 +92,45 @@ def _wrap(route: Route) -> Route:
     return documented
 
 
-def document_worker_routes(app: QuartTrio, token_route: Route, api_docs_route: Route) -> None:
-    """Register the token and API-docs routes; document or hide the worker's own."""
-    no_token: list[dict[str, list[str]]] = []
-    token = security_scheme(no_token)(
-        document_request(TokenRequest, source=DataSource.FORM)(
-            document_response(TokenResponse, 200)(problems(400, 401)(_wrap(token_route)))
-        )
+def serve_openapi(app: QuartTrio, title: str) -> None:
+    """Set quart-schema up on ``app``: the document at ``/openapi.json``, no UI, bearer
+    tokens required unless a route says otherwise."""
+    QuartSchema(
+        app,
+        openapi_provider_class=OpenApiProvider,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": title, "version": "1"},
+        security_schemes={
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}
+        },
+        security=[{"bearerAuth": []}],
     )
-    app.add_url_rule("/oauth/token", "oauth_token", token, methods=["POST"])
-    app.add_url_rule("/api-docs", "api_docs", hide(_wrap(api_docs_route)), methods=["GET"])
+
+
+def document_worker_routes(
+    app: QuartTrio, token_route: Route | None, api_docs_route: Route
+) -> None:
+    """Register the token route (if the API issues tokens) and the API-docs route;
+    document or hide the worker's own."""
+    no_token: list[dict[str, list[str]]] = []
+    if token_route is not None:
+        token = security_scheme(no_token)(
+            document_request(TokenRequest, source=DataSource.FORM)(
+                document_response(TokenResponse, 200)(
+                    problems(400, 401)(documentable(token_route))
+                )
+            )
+        )
+        app.add_url_rule("/oauth/token", "oauth_token", token, methods=["POST"])
+    app.add_url_rule("/api-docs", "api_docs", hide(documentable(api_docs_route)), methods=["GET"])
     health = app.view_functions["health"]
     app.view_functions["health"] = security_scheme(no_token)(
-        document_response(Health, 200)(document_response(Health, 500)(_wrap(health)))
+        document_response(Health, 200)(document_response(Health, 500)(documentable(health)))
     )
-    app.view_functions["metrics"] = hide(_wrap(app.view_functions["metrics"]))
+    app.view_functions["metrics"] = hide(documentable(app.view_functions["metrics"]))
 
 
 def openapi_document(app: QuartTrio) -> dict[str, Any]:
