@@ -2,13 +2,15 @@
 
     vumi-like worker dotted.path.WorkerClass [--config FILE] [--amqp-hostname ...]
     vumi-like run PIPELINE.yaml
-    vumi-like dlq list|show ID|replay (ID | --all) [--amqp-url URL] [--queue NAME]
+    vumi-like dlq list|show ID|replay (ID | --all) [--amqp-url URL] [--amqp-queue-type TYPE]
+                  [--queue NAME]
     vumi-like db upgrade [--store-url URL]
     vumi-like clients add CLIENT_ID --tenant TENANT [--secret S] | list | remove CLIENT_ID
     vumi-like notifications add-user USERNAME --real-name NAME --tenant TENANT
                           | set-target TYPE ID --name NAME [--form-id F] --tenant TENANT
                           | set-member TYPE ID USERNAME PERMISSION --tenant TENANT
                           | remove-member TYPE ID USERNAME --tenant TENANT
+    vumi-like vcita add-token BUSINESS_UID [--token T] --tenant APP | businesses --tenant APP
 
 Every failure a user can cause (bad class path, bad config, unreachable broker or
 Redis, malformed YAML) ends with one line on stderr and exit code 2; a worker that
@@ -32,19 +34,28 @@ from typing import Any, NoReturn
 
 import trio
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vumi_like import dlq
 from vumi_like.broker import BrokerError, open_broker, open_inspector
 from vumi_like.caches import CacheError
 from vumi_like.class_paths import ClassPathError, resolve_class
 from vumi_like.config import (
-    AmqpTimeouts,
+    AmqpOptions,
     ConfigError,
     add_config_arguments,
+    check_amqp_urls,
     cli_overrides,
     config_from_data,
     config_from_file,
+    join_amqp_urls,
     load_config,
 )
 from vumi_like.logs import LogLevel, configure_logging
@@ -178,13 +189,25 @@ class PipelineWorker(BaseModel):
 class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # One URL, or several nodes of a RabbitMQ cluster (a list, or joined by commas).
     amqp_url: str = "memory://"
-    # The shared broker's timeouts; RabbitMQ only. Workers' own amqp keys are unused.
-    amqp: AmqpTimeouts = AmqpTimeouts()
+    # The shared broker's timeouts and queue type; RabbitMQ only. Workers' own amqp keys
+    # are unused.
+    amqp: AmqpOptions = AmqpOptions()
     log_level: LogLevel = "INFO"
     # Printed to stdout once every worker is running (how to reach a demo, say).
     banner: str | None = None
     workers: list[PipelineWorker]
+
+    @field_validator("amqp_url", mode="before")
+    @classmethod
+    def _join_amqp_urls(cls, value: Any) -> Any:
+        return join_amqp_urls(value)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _check_amqp_url(cls, value: str) -> str:
+        return check_amqp_urls(value)
 
 
 def load_pipeline(
@@ -284,7 +307,15 @@ def cmd_dlq(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--amqp-url",
         default=os.environ.get("VUMI_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-        help="broker holding the dead letters (default: $VUMI_AMQP_URL or local guest)",
+        help="broker holding the dead letters (default: $VUMI_AMQP_URL or local guest); "
+        "several nodes of a cluster: their URLs separated by commas",
+    )
+    parser.add_argument(
+        "--amqp-queue-type",
+        choices=["classic", "quorum"],
+        default=os.environ.get("VUMI_AMQP_QUEUE_TYPE", "classic"),
+        help="type of the dead-letter queue, as the workers declare it (amqp.queue_type; "
+        "default: $VUMI_AMQP_QUEUE_TYPE or classic)",
     )
     parser.add_argument("--queue", default=dlq.DEFAULT_QUEUE, help="dead-letter queue name")
     parser.add_argument(
@@ -302,7 +333,9 @@ def cmd_dlq(argv: Sequence[str]) -> None:
     configure_logging("WARNING")
 
     async def main() -> None:
-        async with open_inspector(args.amqp_url, dead_letter_queue=args.queue) as broker:
+        async with open_inspector(
+            args.amqp_url, dead_letter_queue=args.queue, queue_type=args.amqp_queue_type
+        ) as broker:
             if args.action == "list":
                 letters = await dlq.list_letters(broker, args.queue, limit=args.limit)
                 for letter in letters:
@@ -475,6 +508,44 @@ async def _notifications_action(store: MessageStore, args: argparse.Namespace) -
         print(f"removed {args.username} from {args.target_type} {args.target_id}")
 
 
+def cmd_vcita(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(
+        prog="vumi-like vcita",
+        description="The businesses a vcita communication app (VcitaChannelApp) works for.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add-token", help="set a business's VCS access token")
+    add.add_argument("business_uid")
+    add.add_argument(
+        "--token", help="the OAuth access token (default: read from stdin, kept off `ps`)"
+    )
+    listing = sub.add_parser("businesses", help="one line per business: uid, token set at")
+    for action in (add, listing):
+        action.add_argument(
+            "--tenant", required=True, help="the app's name in the store (its `tenant` key)"
+        )
+        _store_url_argument(action)
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+    token = ""
+    if args.action == "add-token":
+        token = (args.token if args.token is not None else sys.stdin.readline()).strip()
+        if not token:
+            fail("the access token is empty")
+
+    async def main() -> None:
+        async with open_store(args.store_url) as store:
+            if args.action == "add-token":
+                new = await store.set_vcita_token(args.tenant, args.business_uid, token)
+                print(f"{args.business_uid}: access token {'added' if new else 'replaced'}")
+            else:
+                for business in await store.list_vcita_businesses(args.tenant):
+                    updated = business.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    print(f"{business.business_uid}\t{updated}")
+
+    _run_trio(main)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -517,6 +588,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "db": cmd_db,
     "clients": cmd_clients,
     "notifications": cmd_notifications,
+    "vcita": cmd_vcita,
 }
 
 

@@ -2,6 +2,7 @@
 
     python -m vumi_like.reference > docs/configuration.md
     python -m vumi_like.reference openapi > docs/messaging_api.openapi.json
+    python -m vumi_like.reference openapi notifications > docs/notifications.openapi.json
 
 Tests check that the files in ``docs/`` are what this prints.
 """
@@ -12,9 +13,10 @@ import json
 import sys
 
 from vumi_like.applications.messaging_api import MessagingApi, MessagingApiConfig
-from vumi_like.applications.messaging_api.openapi import openapi_document
+from vumi_like.applications.notifications import NotificationsApi, NotificationsApiConfig
 from vumi_like.class_paths import resolve_class
 from vumi_like.config import BaseConfig, describe_config
+from vumi_like.openapi.document import openapi_document
 from vumi_like.worker import BaseWorker
 
 WORKERS = [
@@ -30,6 +32,7 @@ WORKERS = [
     "vumi_like.applications.turn_channels_api.TurnChannelsApi",
     "vumi_like.applications.messaging_api.MessagingApi",
     "vumi_like.applications.notifications.NotificationsApi",
+    "vumi_like.applications.conversations.VcitaChannelApp",
     "vumi_like.dispatch.EventDispatcher",
 ]
 
@@ -38,13 +41,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table(config_cls: type[BaseConfig], skip: set[str]) -> list[str]:
+def _table(config_cls: type[BaseConfig], skip: dict[str, str]) -> list[str]:
+    """The table of ``config_cls``'s keys, but those in ``skip`` (name -> default) unless
+    this worker gives them another default."""
     lines = [
         "| key | type | default | environment | flag | description |",
         "|---|---|---|---|---|---|",
     ]
     for field in describe_config(config_cls):
-        if field.name in skip:
+        if field.name in skip and skip[field.name] == field.default:
             continue
         default = "*required*" if field.required else f"`{field.default}`"
         lines.append(
@@ -55,7 +60,7 @@ def _table(config_cls: type[BaseConfig], skip: set[str]) -> list[str]:
 
 
 def render() -> str:
-    common = {field.name for field in describe_config(BaseConfig)}
+    common = {field.name: field.default for field in describe_config(BaseConfig)}
     lines = [
         "# Configuration reference",
         "",
@@ -67,7 +72,7 @@ def render() -> str:
         "",
         "## Every worker",
         "",
-        *_table(BaseConfig, set()),
+        *_table(BaseConfig, {}),
     ]
     for path in WORKERS:
         cls = resolve_class(path, BaseWorker, what="worker class")
@@ -94,5 +99,28 @@ def render_openapi() -> str:
     return json.dumps(openapi_document(api.http), indent=2, sort_keys=True) + "\n"
 
 
+def render_notifications_openapi() -> str:
+    """The Notifications API's OpenAPI document, built the same way (both backends)."""
+    config = NotificationsApiConfig.model_validate(
+        {
+            "http_bind": "127.0.0.1:8090",
+            "auth": {"jwt_secret": "x" * 32},
+            "backends": ["mqtt", "channels"],
+            "mqtt_connector": "notifications_mqtt",
+            "connector_name": "messaging",
+        }
+    )
+    api = NotificationsApi(nursery=None, broker=None, config=config)  # type: ignore[arg-type]
+    api.serve_http_api()
+    assert api.http is not None
+    return json.dumps(openapi_document(api.http), indent=2, sort_keys=True) + "\n"
+
+
 if __name__ == "__main__":
-    print(render_openapi() if sys.argv[1:] == ["openapi"] else render(), end="")
+    match sys.argv[1:]:
+        case ["openapi"]:
+            print(render_openapi(), end="")
+        case ["openapi", "notifications"]:
+            print(render_notifications_openapi(), end="")
+        case _:
+            print(render(), end="")

@@ -43,6 +43,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, PositiveFloat, model_validator
 
 from vumi_like.messages import InvalidEnvelope, Message
+from vumi_like.retry import ServiceUnavailable
 
 __all__ = [
     "DEFAULT_INBOUND_TTL",
@@ -61,8 +62,10 @@ class CacheError(Exception):
     """The cache could not do what was asked (the service refused, an entry is unreadable)."""
 
 
-class CacheUnavailable(CacheError):
-    """The service behind the cache cannot be reached; the message names where it was sought."""
+class CacheUnavailable(CacheError, ServiceUnavailable):
+    """The service behind the cache cannot be reached; the message names where it was sought.
+
+    A handler raising it has its delivery retried later, not dead-lettered."""
 
 
 class MessageCacheConfig(BaseModel):

@@ -295,3 +295,118 @@ class Notification:
     payload: Mapping[str, Any]
     deliveries: Mapping[str, Any]
     created_at: datetime
+
+
+# -- conversations (seed 002): a vcita communication app's channels, sessions, messages
+
+
+class ChannelStatus(StrEnum):
+    """A VCS channel's status (the seed's ChannelStatus): pending until VCS confirms it."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    BLOCKED = "blocked"
+    DELETED = "deleted"
+
+
+class ChannelType(StrEnum):
+    TRANSACTIONAL = "transactional"
+    PROMOTIONAL = "promotional"
+
+
+class SessionStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class ConversationMessageStatus(StrEnum):
+    """A conversation message's status (the seed's MessageStatus).
+
+    It only moves forwards: ``pending`` to ``received``, ``read`` or ``error``;
+    ``received`` to ``read``. ``read`` and ``error`` are final, so a late or repeated
+    report never moves a message back (``advance``).
+    """
+
+    PENDING = "pending"
+    RECEIVED = "received"
+    READ = "read"
+    ERROR = "error"
+
+    def advance(self, proposed: ConversationMessageStatus) -> ConversationMessageStatus:
+        """The status after ``proposed`` is reported: ``proposed`` if it is a step
+        forwards, else this one."""
+        forwards = {
+            ConversationMessageStatus.PENDING: {"received", "read", "error"},
+            ConversationMessageStatus.RECEIVED: {"read"},
+        }
+        return proposed if proposed.value in forwards.get(self, set()) else self
+
+
+@attrs.frozen(kw_only=True)
+class VcitaBusiness:
+    """A business the app works for. Its OAuth access token is kept in the store but
+    never returned in this value: ``MessageStore.vcita_access_token`` reads it."""
+
+    tenant: str
+    business_uid: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class VcitaChannel:
+    """A business's channel: the VCS channel (``channel_uid``, None until VCS answered
+    the create call) bound to one of our transports and the address we use on it."""
+
+    channel_id: str
+    tenant: str
+    business_uid: str
+    channel_uid: str | None
+    channel_type: ChannelType
+    transport_name: str
+    address: str
+    status: ChannelStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class VcitaSession:
+    """The one session of a client (``external_uid``, their address) on a channel.
+
+    ``session_uid`` is None until VCS answered the create call. ``staff_typing`` is the
+    last typing indication VCS sent for it (None: none yet)."""
+
+    session_id: str
+    tenant: str
+    channel_id: str
+    external_uid: str
+    session_uid: str | None
+    status: SessionStatus
+    staff_typing: bool | None
+    typing_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class VcitaMessage:
+    """A message of a conversation: ``inbound`` from a client, ``outbound`` from staff.
+
+    ``message_id`` is the vumi envelope's; ``message_uid`` VCS's (unique per channel).
+    ``reported_status`` is the last status VCS was told of (outbound messages), so a
+    retried report knows whether it is still owed."""
+
+    message_id: str
+    tenant: str
+    channel_id: str
+    message_uid: str
+    direction: Direction
+    external_uid: str
+    content: str | None
+    status: ConversationMessageStatus
+    reported_status: ConversationMessageStatus | None
+    created_at: datetime
+    updated_at: datetime

@@ -34,6 +34,10 @@ __all__ = [
     "notification_users",
     "notifications",
     "parties",
+    "vcita_businesses",
+    "vcita_channels",
+    "vcita_messages",
+    "vcita_sessions",
     "webhook_deliveries",
     "webhooks",
 ]
@@ -224,4 +228,75 @@ notifications = sa.Table(
     sa.Column("deliveries", _JSON, nullable=False),  # backend -> its outcome
     _time("created_at"),
     sa.Index("ix_notifications_target", "tenant", "target_type", "target_id", "id"),
+)
+
+# Conversations (seed 002): a vcita communication app's businesses, channels, sessions
+# and messages. ``tenant`` names the communication app (its VCS tokens are its own).
+
+vcita_businesses = sa.Table(
+    "vcita_businesses",
+    metadata,
+    sa.Column("tenant", sa.String(), primary_key=True),
+    sa.Column("business_uid", sa.String(), primary_key=True),
+    # The business's OAuth token for VCS: needed to call VCS, so kept as given.
+    sa.Column("access_token", sa.Text(), nullable=False),
+    _time("created_at"),
+    _time("updated_at"),
+)
+
+vcita_channels = sa.Table(
+    "vcita_channels",
+    metadata,
+    sa.Column("channel_id", _ID, primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("business_uid", sa.String(), nullable=False),
+    sa.Column("channel_uid", sa.String(), nullable=True, unique=True),  # VCS's, once known
+    sa.Column("channel_type", sa.String(16), nullable=False),
+    sa.Column("transport_name", sa.String(), nullable=False),
+    sa.Column("address", sa.String(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    _time("created_at"),
+    _time("updated_at"),
+    # An inbound names the transport and our address: that finds its channel.
+    sa.UniqueConstraint("tenant", "transport_name", "address"),
+)
+
+vcita_sessions = sa.Table(
+    "vcita_sessions",
+    metadata,
+    sa.Column("session_id", _ID, primary_key=True),
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column(
+        "channel_id",
+        _ID,
+        sa.ForeignKey("vcita_channels.channel_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("external_uid", sa.String(), nullable=False),
+    sa.Column("session_uid", sa.String(), nullable=True, unique=True),  # VCS's, once known
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("staff_typing", sa.Boolean(), nullable=True),
+    _time("typing_at", nullable=True),
+    _time("created_at"),
+    _time("updated_at"),
+    # One session per client and channel (the seed's rule).
+    sa.UniqueConstraint("channel_id", "external_uid"),
+)
+
+vcita_messages = sa.Table(
+    "vcita_messages",
+    metadata,
+    sa.Column("message_id", _ID, primary_key=True),  # the vumi envelope's
+    sa.Column("tenant", sa.String(), nullable=False),
+    sa.Column("channel_id", _ID, nullable=False),
+    sa.Column("message_uid", sa.String(), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),  # inbound | outbound
+    sa.Column("external_uid", sa.String(), nullable=False),
+    sa.Column("content", sa.Text(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reported_status", sa.String(16), nullable=True),
+    _time("created_at"),
+    _time("updated_at"),
+    # message_uid is unique per channel (the seed's word); a repeated POST finds it.
+    sa.UniqueConstraint("channel_id", "message_uid"),
 )

@@ -47,8 +47,12 @@ from vumi_like.stores.database import Database, database_url, translated_errors
 from vumi_like.stores.errors import StoreError
 from vumi_like.stores.grouping import Group
 from vumi_like.stores.models import (
+    ChannelStatus,
+    ChannelType,
     ClientInfo,
+    ConversationMessageStatus,
     DeliveryState,
+    Direction,
     EventOutcome,
     IdempotencyClaim,
     NewBatch,
@@ -59,13 +63,19 @@ from vumi_like.stores.models import (
     Page,
     Party,
     Permission,
+    SessionStatus,
     StoredMessage,
+    VcitaBusiness,
+    VcitaChannel,
+    VcitaMessage,
+    VcitaSession,
     Webhook,
     WebhookDelivery,
 )
 from vumi_like.stores.pagination import MAX_PAGE_SIZE
 from vumi_like.stores.queries import (
     clients,
+    conversations,
     idempotency,
     messages,
     notifications,
@@ -343,14 +353,24 @@ class MessageStore:
     # -- idempotency keys -------------------------------------------------------------
 
     async def claim_idempotency_key(
-        self, tenant: str, key: str, request_hash: str, *, ttl: float = DEFAULT_IDEMPOTENCY_TTL
+        self,
+        tenant: str,
+        key: str,
+        request_hash: str,
+        *,
+        ttl: float = DEFAULT_IDEMPOTENCY_TTL,
+        abandoned_after: float | None = None,
     ) -> IdempotencyClaim:
         """Claim ``key`` for a request (see ``queries/idempotency.py``).
 
-        A claim older than ``ttl`` seconds is forgotten and the key claimed afresh.
+        A claim older than ``ttl`` seconds is forgotten and the key claimed afresh, and
+        so is one still in progress (never answered nor released) after
+        ``abandoned_after`` seconds: longer than any live request may take.
         """
         now = self._now()
-        return await self._run(idempotency.claim, tenant, key, request_hash, ttl, now)
+        return await self._run(
+            idempotency.claim, tenant, key, request_hash, ttl, now, abandoned_after
+        )
 
     async def save_idempotent_response(
         self, tenant: str, key: str, status: int, body: Any
@@ -424,6 +444,28 @@ class MessageStore:
         """Create or update a form (``xform``) or project."""
         await self._run(
             notifications.set_target, tenant, target_type, target_id, name, form_id, self._now()
+        )
+
+    async def create_notification_target(
+        self,
+        tenant: str,
+        target_type: str,
+        target_id: str,
+        name: str,
+        form_id: str | None,
+        admin: str,
+    ) -> NotificationTarget:
+        """Create a form (``xform``) or project with ``admin`` as its admin, all or none;
+        ``AlreadyExists`` if it exists."""
+        return await self._run(
+            notifications.create_target,
+            tenant,
+            target_type,
+            target_id,
+            name,
+            form_id,
+            admin,
+            self._now(),
         )
 
     async def notification_target(
@@ -512,6 +554,189 @@ class MessageStore:
     ) -> bool:
         """Set ``backend``'s outcome on notification ``pk``; False if it was deleted."""
         return await self._run(notifications.record_delivery, pk, backend, outcome)
+
+    # -- conversations with vcita (seed 002) ----------------------------------------
+    # ``tenant`` names the communication app; see ``queries/conversations.py``.
+
+    async def set_vcita_token(self, tenant: str, business_uid: str, token: str) -> bool:
+        """Set the business's VCS access token; True if the business is new."""
+        return await self._run(conversations.set_token, tenant, business_uid, token, self._now())
+
+    async def vcita_access_token(self, tenant: str, business_uid: str) -> str | None:
+        return await self._run(conversations.access_token, tenant, business_uid, read_only=True)
+
+    async def list_vcita_businesses(self, tenant: str) -> list[VcitaBusiness]:
+        return await self._run(conversations.list_businesses, tenant, read_only=True)
+
+    async def add_vcita_channel(
+        self,
+        tenant: str,
+        business_uid: str,
+        channel_type: ChannelType | str,
+        transport_name: str,
+        address: str,
+    ) -> VcitaChannel:
+        """A new pending channel; ``AlreadyExists`` if the address has a live one."""
+        return await self._run(
+            conversations.add_channel,
+            tenant,
+            business_uid,
+            ChannelType(channel_type),
+            transport_name,
+            address,
+            self._now(),
+        )
+
+    async def vcita_channel(self, tenant: str, channel_id: str) -> VcitaChannel | None:
+        return await self._run(conversations.channel, tenant, channel_id, read_only=True)
+
+    async def vcita_channel_by_uid(self, tenant: str, channel_uid: str) -> VcitaChannel | None:
+        return await self._run(conversations.channel_by_uid, tenant, channel_uid, read_only=True)
+
+    async def vcita_channel_for_address(
+        self, tenant: str, transport_name: str, address: str
+    ) -> VcitaChannel | None:
+        return await self._run(
+            conversations.channel_for_address, tenant, transport_name, address, read_only=True
+        )
+
+    async def list_vcita_channels(self, tenant: str) -> list[VcitaChannel]:
+        return await self._run(conversations.list_channels, tenant, read_only=True)
+
+    async def vcita_channel_created(
+        self, tenant: str, channel_id: str, channel_uid: str, status: ChannelStatus | str
+    ) -> VcitaChannel | None:
+        return await self._run(
+            conversations.channel_created,
+            tenant,
+            channel_id,
+            channel_uid,
+            ChannelStatus(status),
+            self._now(),
+        )
+
+    async def set_vcita_channel_status(
+        self, tenant: str, channel_uid: str, status: ChannelStatus | str
+    ) -> VcitaChannel | None:
+        return await self._run(
+            conversations.set_channel_status,
+            tenant,
+            channel_uid,
+            ChannelStatus(status),
+            self._now(),
+        )
+
+    async def vcita_session(
+        self, tenant: str, channel_id: str, external_uid: str
+    ) -> VcitaSession | None:
+        return await self._run(
+            conversations.session, tenant, channel_id, external_uid, read_only=True
+        )
+
+    async def vcita_session_by_uid(self, tenant: str, session_uid: str) -> VcitaSession | None:
+        return await self._run(conversations.session_by_uid, tenant, session_uid, read_only=True)
+
+    async def save_vcita_session(
+        self,
+        tenant: str,
+        channel_id: str,
+        external_uid: str,
+        session_uid: str,
+        status: SessionStatus | str,
+    ) -> VcitaSession:
+        return await self._run(
+            conversations.save_session,
+            tenant,
+            channel_id,
+            external_uid,
+            session_uid,
+            SessionStatus(status),
+            self._now(),
+        )
+
+    async def set_vcita_session_status(
+        self,
+        tenant: str,
+        session_uid: str,
+        status: SessionStatus | str,
+        *,
+        only_from: SessionStatus | str | None = None,
+    ) -> VcitaSession | None:
+        """Set the session's status; with ``only_from``, only if it has that one."""
+        return await self._run(
+            conversations.set_session_status,
+            tenant,
+            session_uid,
+            SessionStatus(status),
+            None if only_from is None else SessionStatus(only_from),
+            self._now(),
+        )
+
+    async def record_vcita_typing(
+        self, tenant: str, session_uid: str, typing: bool
+    ) -> VcitaSession | None:
+        return await self._run(
+            conversations.record_typing, tenant, session_uid, typing, self._now()
+        )
+
+    async def add_vcita_message(
+        self,
+        tenant: str,
+        *,
+        message_id: str,
+        channel_id: str,
+        message_uid: str,
+        direction: Direction | str,
+        external_uid: str,
+        content: str | None,
+        status: ConversationMessageStatus | str = ConversationMessageStatus.PENDING,
+    ) -> tuple[VcitaMessage, bool]:
+        """Store a message, or find the channel's one with this ``message_uid``; True if
+        stored now."""
+        return await self._run(
+            conversations.add_message,
+            tenant,
+            message_id,
+            channel_id,
+            message_uid,
+            Direction(direction),
+            external_uid,
+            content,
+            ConversationMessageStatus(status),
+            self._now(),
+        )
+
+    async def vcita_message(self, message_id: str) -> VcitaMessage | None:
+        return await self._run(conversations.get_message, message_id, read_only=True)
+
+    async def vcita_message_by_uid(
+        self, tenant: str, channel_id: str, message_uid: str
+    ) -> VcitaMessage | None:
+        return await self._run(
+            conversations.message_by_uid, tenant, channel_id, message_uid, read_only=True
+        )
+
+    async def update_vcita_message_status(
+        self, message_id: str, proposed: ConversationMessageStatus | str
+    ) -> VcitaMessage | None:
+        """Move the message's status forwards if ``proposed`` is a step forwards."""
+        return await self._run(
+            conversations.update_message_status,
+            message_id,
+            ConversationMessageStatus(proposed),
+            self._now(),
+        )
+
+    async def set_vcita_message_reported(
+        self, message_id: str, status: ConversationMessageStatus | str
+    ) -> None:
+        """Record that VCS was told ``status`` for the message."""
+        await self._run(
+            conversations.set_message_reported,
+            message_id,
+            ConversationMessageStatus(status),
+            self._now(),
+        )
 
 
 @asynccontextmanager

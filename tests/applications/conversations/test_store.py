@@ -1,0 +1,137 @@
+"""The store's conversation tables, on SQLite and PostgreSQL: the rules the app leans on."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.stores.conftest import StoreTarget
+from tests.stores.conftest import store_target as store_target  # the fixture, re-exported
+from vumi_like.stores import (
+    AlreadyExists,
+    ChannelStatus,
+    ConversationMessageStatus,
+    SessionStatus,
+    new_id,
+)
+
+APP = "whatsapp-app"
+
+
+async def test_tokens_are_per_app_and_business_and_never_listed(store_target: StoreTarget):
+    async with store_target.open() as store:
+        assert await store.set_vcita_token(APP, "biz-1", "token-1") is True
+        assert await store.set_vcita_token(APP, "biz-1", "token-2") is False
+        await store.set_vcita_token("other-app", "biz-1", "other-token")
+        assert await store.vcita_access_token(APP, "biz-1") == "token-2"
+        assert await store.vcita_access_token(APP, "biz-2") is None
+        [business] = await store.list_vcita_businesses(APP)
+        assert business.business_uid == "biz-1"
+        assert "token" not in repr(business)
+
+
+async def test_a_channel_is_pending_until_created_then_follows_vcs(store_target: StoreTarget):
+    async with store_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        assert (channel.status, channel.channel_uid) == (ChannelStatus.PENDING, None)
+        with pytest.raises(AlreadyExists):
+            await store.add_vcita_channel(APP, "biz-2", "transactional", "sms", "1234")
+        created = await store.vcita_channel_created(APP, channel.channel_id, "ch-1", "pending")
+        assert created is not None and created.channel_uid == "ch-1"
+        active = await store.set_vcita_channel_status(APP, "ch-1", "active")
+        assert active is not None and active.status == ChannelStatus.ACTIVE
+        found = await store.vcita_channel_for_address(APP, "sms", "1234")
+        assert found == active
+        assert await store.set_vcita_channel_status(APP, "ch-unknown", "active") is None
+
+
+async def test_a_deleted_channel_makes_way_for_a_new_one(store_target: StoreTarget):
+    async with store_target.open() as store:
+        old = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        await store.vcita_channel_created(APP, old.channel_id, "ch-old", "pending")
+        await store.save_vcita_session(APP, old.channel_id, "+2782", "s-old", "active")
+        await store.set_vcita_channel_status(APP, "ch-old", "deleted")
+        new = await store.add_vcita_channel(APP, "biz-1", "promotional", "sms", "1234")
+        assert new.channel_id != old.channel_id
+        assert await store.vcita_session_by_uid(APP, "s-old") is None
+
+
+async def test_one_session_per_client_and_channel_reused(store_target: StoreTarget):
+    async with store_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        first = await store.save_vcita_session(APP, channel.channel_id, "+2782", "s-1", "pending")
+        await store.set_vcita_session_status(APP, "s-1", "inactive")
+        again = await store.save_vcita_session(APP, channel.channel_id, "+2782", "s-1", "active")
+        assert again.session_id == first.session_id
+        assert again.status == SessionStatus.ACTIVE
+        typed = await store.record_vcita_typing(APP, "s-1", True)
+        assert typed is not None and typed.staff_typing is True and typed.typing_at is not None
+
+
+async def test_a_message_uid_is_stored_once_and_its_status_only_moves_forwards(
+    store_target: StoreTarget,
+):
+    async with store_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        fields = {
+            "channel_id": channel.channel_id,
+            "message_uid": "m-1",
+            "direction": "outbound",
+            "external_uid": "+2782",
+            "content": "hi",
+        }
+        message, created = await store.add_vcita_message(APP, message_id=new_id(), **fields)
+        again, created_again = await store.add_vcita_message(APP, message_id=new_id(), **fields)
+        assert (created, created_again) == (True, False)
+        assert again.message_id == message.message_id
+        steps = ["received", "pending", "read", "received", "error"]
+        seen = []
+        for proposed in steps:
+            moved = await store.update_vcita_message_status(message.message_id, proposed)
+            assert moved is not None
+            seen.append(moved.status)
+        assert seen == ["received", "received", "read", "read", "read"]
+        await store.set_vcita_message_reported(message.message_id, "read")
+        stored = await store.vcita_message(message.message_id)
+        assert stored is not None and stored.reported_status == ConversationMessageStatus.READ
+
+
+def test_error_is_final_and_read_only_follows_pending_or_received():
+    pending, received, read, error = list(ConversationMessageStatus)
+    assert pending.advance(error) == error
+    assert error.advance(received) == error
+    assert received.advance(error) == received
+    assert received.advance(read) == read
+
+
+async def test_what_vcs_was_told_never_moves_back(store_target: StoreTarget):
+    async with store_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        message, _ = await store.add_vcita_message(
+            APP,
+            message_id=new_id(),
+            channel_id=channel.channel_id,
+            message_uid="m-1",
+            direction="outbound",
+            external_uid="+2782",
+            content="hi",
+        )
+        await store.set_vcita_message_reported(message.message_id, "received")
+        await store.set_vcita_message_reported(message.message_id, "pending")  # overtaken
+        stored = await store.vcita_message(message.message_id)
+    assert stored is not None and stored.reported_status == ConversationMessageStatus.RECEIVED
+
+
+async def test_a_reactivation_answer_does_not_undo_an_overtaking_confirmation(
+    store_target: StoreTarget,
+):
+    async with store_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        await store.save_vcita_session(APP, channel.channel_id, "+2782", "s-1", "active")
+        # VCS confirmed it active before its answer to the reactivation (pending) arrived.
+        after = await store.set_vcita_session_status(APP, "s-1", "pending", only_from="inactive")
+        await store.set_vcita_session_status(APP, "s-1", "inactive")
+        reactivated = await store.set_vcita_session_status(
+            APP, "s-1", "pending", only_from="inactive"
+        )
+    assert after is not None and after.status == SessionStatus.ACTIVE
+    assert reactivated is not None and reactivated.status == SessionStatus.PENDING

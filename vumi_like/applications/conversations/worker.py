@@ -1,0 +1,321 @@
+"""``VcitaChannelApp``, the worker: VCS's calls in, our calls to VCS out, envelopes
+between them and the transports. See the package docstring for the flows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import NoReturn
+
+import httpx
+from prometheus_client import Counter
+from quart import Response
+
+from vumi_like.applications.conversations.admin import AdminApi
+from vumi_like.applications.conversations.config import VcitaChannelAppConfig
+from vumi_like.applications.conversations.interface import CommunicationInterface
+from vumi_like.applications.conversations.vcs import VcsClient, VcsError, VcsUnavailable
+from vumi_like.applications.conversations.wire import (
+    CreateChannelJob,
+    message_uid_for,
+    status_for_event,
+    typing_of,
+)
+from vumi_like.errors import store_unavailable_response
+from vumi_like.messages import Event, Message
+from vumi_like.metrics import REGISTRY
+from vumi_like.stores import (
+    ChannelStatus,
+    ConversationMessageStatus,
+    Direction,
+    SessionStatus,
+    StoreUnavailable,
+    VcitaChannel,
+    VcitaSession,
+)
+from vumi_like.worker import BaseWorker
+
+__all__ = ["VCS_CALLS", "ConversationError", "VcitaChannelApp"]
+
+VCS_CALLS = Counter(
+    "vumi_like_vcs_calls",
+    "Calls to the vcita Communication Service by flow and outcome (ok, retry, failed)",
+    ("worker", "flow", "outcome"),
+    registry=REGISTRY,
+)
+
+# A channel in these states takes no more messages; one in the others may yet.
+_CLOSED = frozenset({ChannelStatus.BLOCKED, ChannelStatus.DELETED})
+
+
+class ConversationError(Exception):
+    """An envelope or job that cannot be handled; it is dead-lettered with this reason."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class VcitaChannelApp(BaseWorker):
+    config_class = VcitaChannelAppConfig
+    config: VcitaChannelAppConfig
+
+    async def setup(self) -> None:
+        self.retry_policy = self.config.retry_policy()
+        self.tenant = self.config.tenant
+        # Built before anything can fail, so teardown always has both to close.
+        self.client = httpx.AsyncClient()
+        self.vcs = VcsClient(self.config.vcs_url, self.config.vcs_timeout, self.client)
+        self.store = self.config.make_store()
+        await self.store.open()
+        self.jobs = await self.setup_job_connector(
+            f"{self.config.connector_name}.vcs", CreateChannelJob, self.handle_create_channel
+        )
+        self.connector = await self.setup_receive_inbound_connector(
+            self.config.connector_name,
+            inbound_handler=self.handle_inbound,
+            event_handler=self.handle_event,
+        )
+        http = self.http
+        assert http is not None  # http_bind is required by the config
+        http.config["MAX_CONTENT_LENGTH"] = self.config.max_body_bytes
+        CommunicationInterface(self.config, self.store, self.connector, self.log).register(http)
+        AdminApi(self.config, self.store, self.jobs, self.log).register(http)
+        http.register_error_handler(StoreUnavailable, self._store_unavailable)
+
+    async def teardown(self) -> None:
+        await self.client.aclose()
+        await self.store.aclose()
+
+    # -- calling VCS: every call goes through here, for the retry policy
+
+    async def _token(self, business_uid: str) -> str:
+        token = await self.store.vcita_access_token(self.tenant, business_uid)
+        if token is None:
+            raise ConversationError(
+                f"no access token for business {business_uid!r}: add one (admin API or "
+                "`vumi-like vcita add-token`), then replay this from the dead-letter queue"
+            )
+        return token
+
+    def _vcs_failed(self, flow: str, exc: VcsError, attempt: int) -> NoReturn:
+        """After a failed call: ``RetryLater`` while retries are left (the broker brings
+        the envelope back), else the reason it is dead-lettered with."""
+        if isinstance(exc, VcsUnavailable):
+            outcome = "failed" if self.retry_policy.gives_up_after(attempt) else "retry"
+            VCS_CALLS.labels(self.name, flow, outcome).inc()
+            self.retry_policy.retry(attempt, str(exc), retry_after=exc.retry_after)
+        VCS_CALLS.labels(self.name, flow, "failed").inc()
+        raise ConversationError(f"{exc} (not retried)")
+
+    # -- channels: created by the admin API, confirmed by VCS
+
+    async def handle_create_channel(self, job: CreateChannelJob, attempt: int) -> None:
+        channel = await self.store.vcita_channel(self.tenant, job.channel_id)
+        if channel is None:
+            self.log.info("channel gone before it was created", channel_id=job.channel_id)
+            return
+        if channel.channel_uid is not None:
+            return  # created already (a redelivered job)
+        token = await self._token(channel.business_uid)
+        try:
+            created = await self.vcs.create_channel(
+                token, channel.business_uid, str(channel.channel_type)
+            )
+        except VcsError as exc:
+            self._vcs_failed("channel", exc, attempt)
+        VCS_CALLS.labels(self.name, "channel", "ok").inc()
+        status = _channel_status(created.status)
+        await self.store.vcita_channel_created(
+            self.tenant, channel.channel_id, created.uid, status
+        )
+        self.log.info(
+            "channel created at VCS",
+            channel_id=channel.channel_id,
+            channel_uid=created.uid,
+            status=str(status),
+        )
+
+    # -- inbound: a client's message (or typing) -> VCS
+
+    async def handle_inbound(self, message: Message, attempt: int) -> None:
+        channel = await self.store.vcita_channel_for_address(
+            self.tenant, message.transport_name, message.to_addr
+        )
+        if channel is None:
+            raise ConversationError(
+                f"no channel for {message.transport_name} address {message.to_addr!r}"
+            )
+        if channel.status in _CLOSED:
+            raise ConversationError(f"channel {channel.channel_uid} is {channel.status}")
+        if channel.status != ChannelStatus.ACTIVE or channel.channel_uid is None:
+            # Messages flow only on an active channel: this one waits for VCS.
+            self.retry_policy.retry(attempt, f"channel {channel.channel_id} is {channel.status}")
+        typing = typing_of(message)
+        if typing is None and message.content is None:
+            # A session event or an empty message: nothing a staff member could read.
+            self.log.info("inbound without content not posted", message_id=message.message_id)
+            return
+        token = await self._token(channel.business_uid)
+        session = await self._active_session(channel, message.from_addr, token, attempt)
+        if typing is not None:
+            await self._post_typing(message, session, token, typing, attempt)
+        else:
+            await self._post_message(message, channel, token, attempt)
+
+    async def _active_session(
+        self, channel: VcitaChannel, external_uid: str, token: str, attempt: int
+    ) -> VcitaSession:
+        """The client's session on the channel, once active: created or reactivated at
+        VCS if need be. Until VCS confirms it, the envelope is retried later."""
+        session = await self.store.vcita_session(self.tenant, channel.channel_id, external_uid)
+        if session is None or session.status == SessionStatus.INACTIVE:
+            try:
+                session = await self._open_session(channel, external_uid, session, token)
+            except VcsError as exc:
+                self._vcs_failed("session", exc, attempt)
+            VCS_CALLS.labels(self.name, "session", "ok").inc()
+        if session.status != SessionStatus.ACTIVE:
+            self.retry_policy.retry(attempt, f"session {session.session_uid} is {session.status}")
+        return session
+
+    async def _open_session(
+        self, channel: VcitaChannel, external_uid: str, session: VcitaSession | None, token: str
+    ) -> VcitaSession:
+        """Create the client's session at VCS, or reactivate their inactive one (one
+        session per client and channel, the seed says)."""
+        assert channel.channel_uid is not None
+        if session is None:
+            created = await self.vcs.create_session(
+                token, channel.business_uid, channel.channel_uid, external_uid
+            )
+            self.log.info("session created at VCS", session_uid=created.uid)
+            return await self.store.save_vcita_session(
+                self.tenant,
+                channel.channel_id,
+                external_uid,
+                created.uid,
+                _session_status(created.status),
+            )
+        assert session.session_uid is not None
+        answered = await self.vcs.activate_session(token, session.session_uid)
+        self.log.info("session reactivated at VCS", session_uid=session.session_uid)
+        # Only from inactive: VCS's confirmation may have got here first.
+        updated = await self.store.set_vcita_session_status(
+            self.tenant,
+            session.session_uid,
+            _session_status(answered),
+            only_from=SessionStatus.INACTIVE,
+        )
+        return updated or session
+
+    async def _post_message(
+        self, message: Message, channel: VcitaChannel, token: str, attempt: int
+    ) -> None:
+        assert channel.channel_uid is not None
+        stored, _ = await self.store.add_vcita_message(
+            self.tenant,
+            message_id=message.message_id,
+            channel_id=channel.channel_id,
+            message_uid=message_uid_for(message),
+            direction=Direction.INBOUND,
+            external_uid=message.from_addr,
+            content=message.content,
+        )
+        if stored.reported_status is not None:
+            return  # posted already: a redelivered envelope
+        try:
+            status = await self.vcs.create_message(
+                token,
+                channel.channel_uid,
+                stored.message_uid,
+                message.from_addr,
+                message.content or "",
+            )
+        except VcsError as exc:
+            self._vcs_failed("message", exc, attempt)
+        VCS_CALLS.labels(self.name, "message", "ok").inc()
+        await self.store.set_vcita_message_reported(
+            stored.message_id, _message_status(status) or ConversationMessageStatus.PENDING
+        )
+        self.log.info(
+            "client message posted to VCS",
+            message_id=message.message_id,
+            message_uid=stored.message_uid,
+        )
+
+    async def _post_typing(
+        self, message: Message, session: VcitaSession, token: str, typing: bool, attempt: int
+    ) -> None:
+        age = (_now() - message.timestamp.replace(tzinfo=UTC)).total_seconds()
+        if age > self.config.typing_max_age:
+            self.log.info(
+                "stale typing indication dropped", message_id=message.message_id, age=round(age, 1)
+            )
+            return
+        assert session.session_uid is not None
+        try:
+            await self.vcs.typing(token, session.session_uid, typing)
+        except VcsError as exc:
+            self._vcs_failed("typing", exc, attempt)
+        VCS_CALLS.labels(self.name, "typing", "ok").inc()
+
+    # -- events: our ack / delivery report / nack of a staff message -> its status at VCS
+
+    async def handle_event(self, event: Event, attempt: int) -> None:
+        proposed = status_for_event(event)
+        if proposed is None:
+            stored = await self.store.vcita_message(event.user_message_id)
+        else:
+            stored = await self.store.update_vcita_message_status(event.user_message_id, proposed)
+        if stored is None or stored.direction != Direction.OUTBOUND:
+            self.log.info(
+                "event for a message that is not a staff message; ignored",
+                event_id=event.event_id,
+                message_id=event.user_message_id,
+            )
+            return
+        # VCS made the message pending itself; anything further it has to be told, once.
+        if stored.status in (ConversationMessageStatus.PENDING, stored.reported_status):
+            return
+        channel = await self.store.vcita_channel(self.tenant, stored.channel_id)
+        if channel is None or channel.channel_uid is None:
+            raise ConversationError(f"the channel of message {stored.message_uid} is gone")
+        token = await self._token(channel.business_uid)
+        try:
+            await self.vcs.update_message_status(
+                token, stored.message_uid, channel.channel_uid, str(stored.status)
+            )
+        except VcsError as exc:
+            self._vcs_failed("status", exc, attempt)
+        VCS_CALLS.labels(self.name, "status", "ok").inc()
+        await self.store.set_vcita_message_reported(stored.message_id, stored.status)
+        self.log.info(
+            "message status sent to VCS", message_uid=stored.message_uid, status=str(stored.status)
+        )
+
+    async def _store_unavailable(self, error: StoreUnavailable) -> Response:
+        self.log.error("store unavailable", error=str(error))
+        return store_unavailable_response()
+
+
+def _channel_status(value: str | None) -> ChannelStatus:
+    """VCS's status for a channel it just created: pending, as the seed says, unless it
+    named another one we know."""
+    try:
+        return ChannelStatus(value or "")
+    except ValueError:
+        return ChannelStatus.PENDING
+
+
+def _session_status(value: str | None) -> SessionStatus:
+    try:
+        return SessionStatus(value or "")
+    except ValueError:
+        return SessionStatus.PENDING
+
+
+def _message_status(value: str | None) -> ConversationMessageStatus | None:
+    try:
+        return ConversationMessageStatus(value or "")
+    except ValueError:
+        return None
