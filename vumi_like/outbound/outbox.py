@@ -228,8 +228,8 @@ class Outbox:
     async def _send(
         self, tenant: str, message_id: str, envelope: Message, record: NewMessage | StoredMessage
     ) -> None:
+        at = _now()  # queued: before the transport can have acked it
         await self._publish_or_fail([message_id], self.connector.publish_outbound(envelope))
-        at = _now()
         await queue_webhooks(
             self.subscriptions,
             self.webhooks.publish,
