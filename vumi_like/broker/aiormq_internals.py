@@ -9,8 +9,13 @@ a timeout scope, the channel lock round trip, a drain future), and every
 ``basic_ack`` is a write-queue entry, so a socket write, of its own. The bridge
 (``bridge.py``) hands the I/O thread many publishes and acks per pass; a ``Batch``
 turns one pass's publishes into one ``write_queue`` entry on the publishing channel
-and its acks and requeues into one entry per consuming channel. With that, the broker
-as a whole does about 1.7 times plain asyncio aio-pika (``bench/broker_roundtrip.py``).
+and its acks and requeues into one entry per consuming channel. It marshals those
+frames itself (byte for byte what pamqp writes, for the few kinds it sends) rather
+than building pamqp objects for aiormq to walk: that was a sixth of the I/O thread's
+time in ``bench/router_hop.py``. And a consuming channel's reader hands each delivery
+over itself (``deliver_inline``) instead of starting a task for it. With that, the
+broker as a whole does over twice what plain asyncio aio-pika does
+(``bench/broker_roundtrip.py``).
 
 What it keeps: aiormq's publish bookkeeping exactly (the next delivery tag, the
 confirmation future in ``confirmations``, ``message_id`` -> tag for returned
@@ -38,8 +43,8 @@ write are the simple correct default.
 Checked once, at import. If aiormq renamed or dropped one of the names used here the
 fast path would fail at the first publish, or worse, half-work; instead importing this
 module raises ``AiormqChanged`` (an ``ImportError``) naming what is missing and the
-aiormq version needed. Methods are looked up on the classes, and the keyword arguments
-of ``ChannelFrame.marshall`` in its signature. The instance attributes
+aiormq version needed. Methods are looked up on the classes, and the fields of
+``ChannelFrame`` in its signature. The instance attributes
 (``delivery_tag``, ``confirmations``, the name-mangled ``_Channel__lock``...) exist
 only on a channel, and a channel needs a connection; so the check reads the bytecode
 of ``__init__`` (of ``Channel`` and its bases) for an assignment to each name,
@@ -56,21 +61,26 @@ from __future__ import annotations
 
 import asyncio
 import dis
+import functools
 import importlib.metadata
 import inspect
+import itertools
+import struct
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiormq
+import aiormq.abc
 from aiormq import spec
 from aiormq.abc import ChannelFrame
-from pamqp.header import ContentHeader
+from pamqp.encode import field_table
 
 NEEDED = "aiormq 7.2.x"
 
-# Looked up on ``aiormq.Channel``.
-CHANNEL_METHODS = ("_split_body", "create_future")
+# Looked up on ``aiormq.Channel``; ``__get_content_header`` mangled as ``__lock`` is.
+GET_CONTENT_HEADER = "_Channel__get_content_header"
+CHANNEL_METHODS = ("create_future", "_on_deliver_frame", "_read_content", GET_CONTENT_HEADER)
 # Assigned in ``aiormq.Channel.__init__``: ``__lock`` and ``__close_event`` are
 # ``self.__lock`` and ``self.__close_event`` there, mangled with the class name.
 LOCK = "_Channel__lock"
@@ -80,11 +90,13 @@ CHANNEL_STATE = (
     CLOSE_EVENT,
     "confirmations",
     "delivery_tag",
+    "max_content_size",
     "message_id_delivery_tag",
+    "number",
     "write_queue",
 )
-# Keyword arguments of ``ChannelFrame.marshall``.
-MARSHALL_PARAMETERS = ("channel_number", "frames", "drain_future")
+# Fields of ``ChannelFrame``, built here from frames marshalled here.
+FRAME_FIELDS = ("payload", "should_close", "drain_future")
 
 
 class AiormqChanged(ImportError):
@@ -121,16 +133,12 @@ def missing_internals(channel_class: type, frame_class: type) -> list[str]:
         for name in CHANNEL_STATE
         if name not in assigned
     ]
-    marshall = getattr(frame_class, "marshall", None)
-    if not callable(marshall):
-        missing.append(f"{frame_class.__name__} has no method marshall")
-    else:
-        parameters = inspect.signature(marshall).parameters
-        missing += [
-            f"{frame_class.__name__}.marshall takes no {name}"
-            for name in MARSHALL_PARAMETERS
-            if name not in parameters
-        ]
+    parameters = inspect.signature(frame_class).parameters
+    missing += [
+        f"{frame_class.__name__} takes no {name}"
+        for name in FRAME_FIELDS
+        if name not in parameters
+    ]
     return missing
 
 
@@ -152,6 +160,94 @@ def check(
 check()
 
 
+# -- frames, marshalled here (AMQP 0-9-1, section 4.2.3): what pamqp would write for
+# the few frames the fast path sends, byte for byte (tests/broker/test_aiormq_internals),
+# without building pamqp's objects and walking their fields for each message.
+
+_FRAME_END = b"\xce"
+_FRAME_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+_METHOD, _HEADER, _BODY = 1, 2, 3
+# Basic.Ack and Basic.Nack: class 60, method 80 or 120, delivery tag, flag bits.
+_SETTLE = struct.Struct(">BHIHHQB")
+_SETTLE_SIZE = _SETTLE.size - _FRAME_HEAD.size
+_ACK, _NACK, _REQUEUE = 80, 120, 0b10
+# The content header: class 60, weight 0, body size, property flags.
+_HEADER_START = struct.Struct(">HHQH")
+_CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _MESSAGE_ID = 0x8000, 0x2000, 0x1000, 0x0080
+_JSON = b"\x10application/json"
+_PERSISTENT = b"\x02"
+
+# A publish's message id only has to be unique on its channel (aiormq maps a returned
+# message to its confirmation by it): a process prefix and a counter, not a UUID each.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_next_id = itertools.count()
+
+
+def _short_string(value: str) -> bytes:
+    encoded = value.encode()
+    if len(encoded) > 255:
+        raise ValueError(f"longer than 255 bytes: {value[:40]!r}...")
+    return bytes((len(encoded),)) + encoded
+
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return _FRAME_HEAD.pack(kind, channel, len(payload)) + payload + _FRAME_END
+
+
+@functools.lru_cache(maxsize=4096)
+def publish_method(channel: int, exchange: str, routing_key: str) -> bytes:
+    """The Basic.Publish method frame (mandatory) for ``routing_key`` on ``exchange``."""
+    payload = b"".join(
+        (
+            b"\x00\x3c\x00\x28\x00\x00",  # class 60, method 40, reserved ticket
+            _short_string(exchange),
+            _short_string(routing_key),
+            b"\x01",  # mandatory, not immediate
+        )
+    )
+    return _frame(_METHOD, channel, payload)
+
+
+def content_header(
+    channel: int, body_size: int, message_id: str, headers: Mapping[str, Any] | None
+) -> bytes:
+    """The content header frame of a persistent JSON message with these properties."""
+    if headers:
+        flags = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _MESSAGE_ID
+        table = field_table(dict(headers))
+    else:
+        flags = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID
+        table = b""
+    payload = b"".join(
+        (
+            _HEADER_START.pack(60, 0, body_size, flags),
+            _JSON,
+            table,
+            _PERSISTENT,
+            _short_string(message_id),
+        )
+    )
+    return _frame(_HEADER, channel, payload)
+
+
+def body_frames(channel: int, body: bytes, max_size: int) -> list[bytes]:
+    """``body`` as content body frames of at most ``max_size`` bytes each."""
+    return [
+        _frame(_BODY, channel, body[start : start + max_size])
+        for start in range(0, len(body), max_size)
+    ]
+
+
+def settle_frame(channel: int, delivery_tag: int, ack: bool) -> bytes:
+    """Basic.Ack of one delivery, or Basic.Nack that requeues it."""
+    if ack:
+        return _SETTLE.pack(_METHOD, channel, _SETTLE_SIZE, 60, _ACK, delivery_tag, 0) + _FRAME_END
+    return (
+        _SETTLE.pack(_METHOD, channel, _SETTLE_SIZE, 60, _NACK, delivery_tag, _REQUEUE)
+        + _FRAME_END
+    )
+
+
 class Batch:
     """The frames of one I/O pass: written as one ``write_queue`` entry per channel.
 
@@ -165,8 +261,8 @@ class Batch:
 
     def __init__(self) -> None:
         self.publish_channel: aiormq.Channel | None = None
-        self.publishes: list[Any] = []
-        self.settles: dict[aiormq.Channel, list[spec.Basic.Ack | spec.Basic.Nack]] = {}
+        self.publishes: list[bytes] = []
+        self.settles: dict[aiormq.Channel, list[tuple[int, bool]]] = {}
 
     def publish(
         self,
@@ -191,20 +287,21 @@ class Batch:
             or (self.publish_channel is not None and channel is not self.publish_channel)
         ):
             return False
-        self.publish_channel = channel
-        message_id = uuid.uuid4().hex
-        properties = spec.Basic.Properties(
-            delivery_mode=2,
-            content_type="application/json",
-            headers=dict(headers) if headers else None,
-            message_id=message_id,
-        )
+        number = channel.number
+        message_id = f"{_ID_PREFIX}{next(_next_id):x}"
+        # Every frame built before any is added: one that cannot be encoded (a routing
+        # key over 255 bytes) raises with the batch untouched.
+        method = publish_method(number, exchange, routing_key)
+        header = content_header(number, len(body), message_id, headers)
         frames = self.publishes
-        frames.append(
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
-        )
-        frames.append(ContentHeader(properties=properties, body_size=len(body)))
-        frames.extend(channel._split_body(body))
+        frames.append(method)
+        frames.append(header)
+        if len(body) < channel.max_content_size:
+            if body:
+                frames.append(_frame(_BODY, number, body))
+        else:
+            frames.extend(body_frames(number, body, channel.max_content_size))
+        self.publish_channel = channel
         channel.delivery_tag += 1
         delivery_tag = channel.delivery_tag
         confirmation = channel.create_future()
@@ -225,21 +322,17 @@ class Batch:
     def settle(self, tag: tuple[aiormq.Channel, int], ack: bool) -> None:
         """Add an ack (``ack``) or a requeue of the delivery ``tag``: (channel, tag)."""
         channel, delivery_tag = tag
-        frame: spec.Basic.Ack | spec.Basic.Nack
-        if ack:
-            frame = spec.Basic.Ack(delivery_tag=delivery_tag)
-        else:
-            frame = spec.Basic.Nack(delivery_tag=delivery_tag, requeue=True)
-        frames = self.settles.get(channel)
-        if frames is None:
-            frames = self.settles[channel] = []
-        frames.append(frame)
+        settles = self.settles.get(channel)
+        if settles is None:
+            settles = self.settles[channel] = []
+        settles.append((delivery_tag, ack))
 
-    def write(self) -> list[tuple[aiormq.Channel, list[spec.Basic.Ack | spec.Basic.Nack]]]:
+    def write(self) -> list[tuple[aiormq.Channel, list[tuple[int, bool]]]]:
         """Queue everything added for the writer, and start an empty batch.
 
-        Returns the acks and requeues that must take aiormq's own calls instead, by
-        channel (closed or closing, or its write queue full).
+        Returns the acks and requeues, as ``(delivery_tag, ack)``, that must take
+        aiormq's own calls instead, by channel (closed or closing, or its write queue
+        full).
         """
         if self.publishes:
             channel = self.publish_channel
@@ -249,21 +342,44 @@ class Batch:
             self.publish_channel = None
         slow = []
         if self.settles:
-            for channel, frames in self.settles.items():
+            for channel, settles in self.settles.items():
                 if (
                     channel.is_closed
                     or getattr(channel, CLOSE_EVENT).is_set()
                     or channel.write_queue.full()
                 ):
-                    slow.append((channel, frames))
+                    slow.append((channel, settles))
                 else:
-                    _write(channel, frames)
+                    number = channel.number
+                    _write(channel, [settle_frame(number, tag, ack) for tag, ack in settles])
             self.settles = {}
         return slow
 
 
-def _write(channel: aiormq.Channel, frames: list[Any]) -> None:
-    """Queue ``frames`` for ``channel`` as one writer entry (one socket write)."""
+def _write(channel: aiormq.Channel, frames: list[bytes]) -> None:
+    """Queue marshalled ``frames`` for ``channel`` as one writer entry (one socket
+    write)."""
     channel.write_queue.put_nowait(
-        ChannelFrame.marshall(frames=frames, channel_number=channel.number, drain_future=None)
+        ChannelFrame(payload=b"".join(frames), should_close=False, drain_future=None)
     )
+
+
+def deliver_inline(
+    channel: aiormq.Channel, on_message: Callable[[aiormq.abc.DeliveredMessage], None]
+) -> None:
+    """Have ``channel``'s reader call ``on_message`` with each delivery itself.
+
+    aiormq starts a task per delivery to run the consumer's callback; ours only hands
+    the delivery to trio, so the task (creating, scheduling and forgetting it) cost
+    more than the call. For a channel with one consumer, which is how the broker
+    consumes (a channel per subscription). ``on_message`` must not raise: it runs
+    inside the channel's reader.
+    """
+    get_content_header = getattr(channel, GET_CONTENT_HEADER)
+    read_content = channel._read_content
+
+    async def on_deliver_frame(frame: spec.Basic.Deliver) -> None:
+        header = await get_content_header()
+        on_message(await read_content(frame, header))
+
+    channel._on_deliver_frame = on_deliver_frame  # type: ignore[method-assign]

@@ -63,7 +63,7 @@ import trio
 from aio_pika.abc import AbstractRobustChannel
 from aiormq import spec
 
-from vumi_like.broker.aiormq_internals import Batch
+from vumi_like.broker.aiormq_internals import Batch, deliver_inline
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     DELAY_PREFIX,
@@ -294,8 +294,8 @@ class RabbitMQBroker(BrokerInspector):
 
     def _io_write(self, batch: Batch) -> None:
         """Write the pass's batch; acks and requeues it cannot write take aiormq's calls."""
-        for channel, frames in batch.write():
-            self._bridge.spawn(self._io_settle(channel, frames))
+        for channel, settles in batch.write():
+            self._bridge.spawn(self._io_settle(channel, settles))
 
     async def _io_run_call(self, call: Call) -> None:
         try:
@@ -305,18 +305,16 @@ class RabbitMQBroker(BrokerInspector):
         else:
             self._bridge.to_trio_soon(call.pending.settle, (result, None))
 
-    async def _io_settle(
-        self, channel: aiormq.Channel, frames: list[spec.Basic.Ack | spec.Basic.Nack]
-    ) -> None:
+    async def _io_settle(self, channel: aiormq.Channel, settles: list[tuple[int, bool]]) -> None:
         """The slow path of a batch's acks and requeues: aiormq's own calls."""
-        for frame in frames:
+        for delivery_tag, ack in settles:
             if channel.is_closed:
                 return  # void after a reconnect: RabbitMQ redelivers
             try:
-                if isinstance(frame, spec.Basic.Ack):
-                    await channel.basic_ack(frame.delivery_tag, wait=False)
+                if ack:
+                    await channel.basic_ack(delivery_tag, wait=False)
                 else:
-                    await channel.basic_nack(frame.delivery_tag, requeue=True, wait=False)
+                    await channel.basic_nack(delivery_tag, requeue=True, wait=False)
             except CONNECTION_ERRORS:
                 return
 
@@ -639,21 +637,30 @@ class RabbitMQBroker(BrokerInspector):
             except trio.ClosedResourceError:
                 pass  # the subscription ended; closing its channel requeues this one
 
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+        def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             frame = message.delivery
-            assert isinstance(frame, spec.Basic.Deliver)  # a consumer gets only these
-            delivery = Delivery(
-                queue=queue_name,
-                body=message.body,
-                headers=message.header.properties.headers or {},
-                redelivered=bool(frame.redelivered),
-                tag=(message.channel, frame.delivery_tag),
-            )
+            try:
+                assert isinstance(frame, spec.Basic.Deliver)  # a consumer gets only these
+                delivery = Delivery(
+                    queue=queue_name,
+                    body=message.body,
+                    headers=message.header.properties.headers or {},
+                    redelivered=bool(frame.redelivered),
+                    tag=(message.channel, frame.delivery_tag),
+                )
+            except Exception:  # not into the reader: left unacked, it is redelivered later
+                log.exception("amqp delivery not handed over", queue=queue_name)
+                return
             self._bridge.to_trio_soon(hand_over, delivery)
+
+        async def consumer(message: aiormq.abc.DeliveredMessage) -> None:
+            on_message(message)  # aiormq's way, should the channel not deliver inline
 
         async def start_consuming(*_: Any) -> None:
             underlay = await channel.get_underlay_channel()
-            await underlay.basic_consume(queue_name, on_message, no_ack=False)
+            assert isinstance(underlay, aiormq.Channel)
+            deliver_inline(underlay, on_message)
+            await underlay.basic_consume(queue_name, consumer, no_ack=False)
 
         channel.reopen_callbacks.add(start_consuming)
         await start_consuming()
