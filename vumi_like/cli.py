@@ -39,7 +39,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -49,13 +48,12 @@ from vumi_like.caches import CacheError
 from vumi_like.class_paths import ClassPathError, resolve_class
 from vumi_like.config import (
     AmqpOptions,
+    AmqpUrls,
     ConfigError,
     add_config_arguments,
-    check_amqp_urls,
     cli_overrides,
     config_from_data,
     config_from_file,
-    join_amqp_urls,
     load_config,
 )
 from vumi_like.logs import LogLevel, configure_logging
@@ -190,7 +188,7 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # One URL, or several nodes of a RabbitMQ cluster (a list, or joined by commas).
-    amqp_url: str = "memory://"
+    amqp_url: AmqpUrls = "memory://"
     # The shared broker's timeouts and queue type; RabbitMQ only. Workers' own amqp keys
     # are unused.
     amqp: AmqpOptions = AmqpOptions()
@@ -198,16 +196,6 @@ class Pipeline(BaseModel):
     # Printed to stdout once every worker is running (how to reach a demo, say).
     banner: str | None = None
     workers: list[PipelineWorker]
-
-    @field_validator("amqp_url", mode="before")
-    @classmethod
-    def _join_amqp_urls(cls, value: Any) -> Any:
-        return join_amqp_urls(value)
-
-    @field_validator("amqp_url")
-    @classmethod
-    def _check_amqp_url(cls, value: str) -> str:
-        return check_amqp_urls(value)
 
 
 def load_pipeline(

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from vumi_like.logs import LogLevel
 from vumi_like.redaction import redact
@@ -20,6 +29,7 @@ __all__ = [
     "AmqpConfig",
     "AmqpOptions",
     "AmqpTimeouts",
+    "AmqpUrls",
     "BaseConfig",
     "ConfigError",
     "ConfigModel",
@@ -77,6 +87,10 @@ def check_amqp_urls(value: str) -> str:
     if "memory" in schemes and len(urls) > 1:
         raise ValueError("memory:// stands alone: list several amqp:// URLs, or one memory://")
     return ",".join(urls)
+
+
+# ``amqp_url`` wherever a config takes one: a YAML list or comma-separated URLs.
+AmqpUrls = Annotated[str, BeforeValidator(join_amqp_urls), AfterValidator(check_amqp_urls)]
 
 
 # -- models
@@ -221,7 +235,7 @@ class BaseConfig(ConfigModel):
         default=AmqpConfig(),
         description="RabbitMQ, as parts, and the connection's timeouts and queue type.",
     )
-    amqp_url: str = Field(
+    amqp_url: AmqpUrls = Field(
         default="",
         description="Broker URL (amqp://user:pass@host:port/vhost, or memory://); "
         "when set it is used instead of `amqp`. Several RabbitMQ nodes of one cluster: a "
@@ -258,16 +272,6 @@ class BaseConfig(ConfigModel):
         """``amqp_url`` when set (several URLs joined by commas), else the URL built from
         ``amqp``. Holds the password."""
         return self.amqp_url or self.amqp.url()
-
-    @field_validator("amqp_url", mode="before")
-    @classmethod
-    def _join_amqp_urls(cls, value: Any) -> Any:
-        return join_amqp_urls(value)
-
-    @field_validator("amqp_url")
-    @classmethod
-    def _check_amqp_url(cls, value: str) -> str:
-        return check_amqp_urls(value)
 
     @field_validator("http_bind")
     @classmethod
