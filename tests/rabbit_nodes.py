@@ -44,6 +44,7 @@ from vumi_like.messages import Event, EventType, Message
 RABBITMQ_BIN = Path(os.environ.get("VUMI_LIKE_TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 START_TIMEOUT = 90.0  # a node's boot on a busy 2-core machine
 CTL_TIMEOUT = 60.0
+CTL_ATTEMPTS = 5  # a CLI that could not start its own Erlang node (see RabbitNode.ctl)
 
 
 def require_rabbitmq_server() -> None:
@@ -115,16 +116,26 @@ class RabbitNode:
             )
 
     async def ctl(self, *args: str) -> str:
-        """``rabbitmqctl -n NODE ARGS``; its output, or an error with its output."""
+        """``rabbitmqctl -n NODE ARGS``; its output, or an error with its output.
+
+        The CLI is an Erlang node of its own, named ``rabbitmqcli-<n>-NODE`` with a
+        small random ``n``: when that name is still taken (another CLI call, or one
+        that has just ended) it fails with "Distribution failed" before reaching the
+        node, and is run again.
+        """
         with trio.fail_after(CTL_TIMEOUT):
-            result = await trio.run_process(
-                [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args],
-                env=self.env,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        output = (result.stdout + result.stderr).decode(errors="replace")
+            for attempt in range(CTL_ATTEMPTS):
+                result = await trio.run_process(
+                    [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args],
+                    env=self.env,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+                output = (result.stdout + result.stderr).decode(errors="replace")
+                if result.returncode == 0 or "Distribution failed" not in output:
+                    break
+                await trio.sleep(0.2 * (attempt + 1))
         if result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl -n {self.name} {' '.join(args)}: {output[-2000:]}")
         return output
