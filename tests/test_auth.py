@@ -77,6 +77,29 @@ def test_an_issued_token_verifies_as_its_client_and_tenant():
     assert (principal.client_id, principal.tenant) == ("demo", "t1")
 
 
+def test_a_verified_token_is_remembered_until_it_expires():
+    service = TokenService(settings())
+    token = forged(exp=int(time.time()) + 2)
+    first = service.verify(f"Bearer {token}")
+    assert service.verify(f"Bearer {token}") is first  # not decoded again
+    time.sleep(
+        max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time())
+        + 0.05
+    )
+    with pytest.raises(OAuthError) as raised:
+        service.verify(f"Bearer {token}")
+    assert "expired" in raised.value.description
+
+
+def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("vumi_like.auth.VERIFIED_TOKENS", 3)
+    service = TokenService(settings())
+    tokens = [forged(sub=f"client-{i}") for i in range(5)]
+    for token in tokens:
+        service.verify(f"Bearer {token}")
+    assert list(service._verified) == tokens[2:]
+
+
 def forged(**changes: object) -> str:
     now = int(time.time())
     claims: dict[str, object] = {
