@@ -1,8 +1,9 @@
 """The Messaging API pipeline end to end: API -> router -> simulator -> events -> webhook.
 
 The pipeline is quickstart's (``config/quickstart.yaml``): MessagingApi, EventDispatcher,
-ToAddressRouter and a SimulatorTransport per channel (sms, email, web), with
-``worker_concurrency`` 50 and a 10 ms ``delivery_delay``. It is deployed two ways:
+ToAddressRouter and a SimulatorTransport per channel (sms, email, web), each at its
+default ``worker_concurrency`` (the dispatcher's 100, the others' 20), with a 10 ms
+``delivery_delay``. It is deployed two ways:
 
 * **rabbitmq+postgres**: each worker its own process (``vumi-like worker CLASS --config
   FILE``) on RabbitMQ and PostgreSQL. Queue names carry a prefix of their own per run
@@ -84,7 +85,6 @@ POSTGRES_URL = os.environ.get(
     "VUMI_LIKE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 
-WORKER_CONCURRENCY = 50
 DELIVERY_DELAY = 0.01
 SHUTDOWN_TIMEOUT = 5  # each worker's; the script kills what is still up 10 s later
 START_TIMEOUT = 60
@@ -132,7 +132,7 @@ def pipeline(
         }
         for name, senders in CHANNELS.items()
     ]
-    common = {"worker_concurrency": WORKER_CONCURRENCY, "shutdown_timeout": SHUTDOWN_TIMEOUT}
+    common = {"shutdown_timeout": SHUTDOWN_TIMEOUT}
     auth = {
         "jwt_secret": JWT_SECRET,
         "clients": [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "tenant": TENANT}],

@@ -106,3 +106,26 @@ async def test_a_call_cancelled_before_its_batch_never_runs(database: CountingDa
             scope.cancel()
             await group.run(insert, 2)
     assert stored(database) == [1]
+
+
+async def test_a_batch_runs_its_calls_in_key_order(database: CountingDatabase):
+    # Calls that lock rows take the locks in one order, so batches cannot deadlock.
+    ran: list[int] = []
+
+    def note(conn: sa.Connection, key: int) -> int:
+        ran.append(key)
+        return insert(conn, key)
+
+    group = Group(lambda: database, trio.CapacityLimiter(4), concurrency=1, order=lambda a: a[0])
+    results: dict[int, int] = {}
+
+    async def one(key: int) -> None:
+        results[key] = await group.run(note, key)
+
+    keys = [5, 3, 9, 1, 7]
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(one, key)
+    assert database.transactions == 1
+    assert ran == sorted(keys)
+    assert results == {key: key * 10 for key in keys}  # each caller its own result

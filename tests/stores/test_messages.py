@@ -18,6 +18,8 @@ from vumi_like.stores import (
     StoreError,
     status_for_event,
 )
+from vumi_like.stores.queries import to_db
+from vumi_like.stores.queries.messages import apply_events
 
 S = MessageStatus
 WHEN = datetime(2024, 5, 1, 13, 0, tzinfo=UTC)
@@ -290,3 +292,52 @@ async def test_every_message_of_a_batch_names_it_and_shares_its_tenant(
 async def test_a_message_naming_a_batch_comes_with_it(store: MessageStore) -> None:
     with pytest.raises(StoreError, match="batch"):
         await store.create_messages([new_message(batch_id="b1")])
+
+
+async def test_a_batch_of_events_is_applied_as_one_after_the_other(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # How a busy dispatcher's events are applied (queries.messages.apply_events): the
+    # outcomes and the history must be those of applying each in turn.
+    first, second = await store.create_messages([new_message(), new_message()])
+    now = to_db(clock())
+
+    def call(message_id: str, event_id: str | None, proposed: MessageStatus) -> Any:
+        return (message_id, event_id, "ack", proposed, WHEN, {"event_id": event_id}, now)
+
+    a, b = first.message_id, second.message_id
+    outcomes = await store._run(
+        apply_events,
+        [
+            call(a, "e1", MessageStatus.SENT),
+            call(b, "e2", MessageStatus.DELIVERED),
+            call(a, "e3", MessageStatus.DELIVERED),
+            call(a, "e1", MessageStatus.SENT),  # e1 again: a duplicate, in the same batch
+            call("no-such-message", "e4", MessageStatus.SENT),
+            call(a, None, MessageStatus.SENT),  # late: recorded, moves nothing back
+            call(b, "e2", MessageStatus.DELIVERED),  # e2 again
+        ],
+    )
+    moves = [
+        None if o is None else (o.status_before, o.status_after, o.duplicate) for o in outcomes
+    ]
+    assert moves == [
+        (MessageStatus.QUEUED, MessageStatus.SENT, False),
+        (MessageStatus.QUEUED, MessageStatus.DELIVERED, False),
+        (MessageStatus.SENT, MessageStatus.DELIVERED, False),
+        (MessageStatus.DELIVERED, MessageStatus.DELIVERED, True),
+        None,
+        (MessageStatus.DELIVERED, MessageStatus.DELIVERED, False),
+        (MessageStatus.DELIVERED, MessageStatus.DELIVERED, True),
+    ]
+    stored = await store.get_message("acme", a)
+    assert stored is not None and stored.status == MessageStatus.DELIVERED
+    chain = [(t.event_id, t.status_before, t.status_after) for t in stored.transitions]
+    assert chain[1:] == [
+        ("e1", MessageStatus.QUEUED, MessageStatus.SENT),
+        ("e3", MessageStatus.SENT, MessageStatus.DELIVERED),
+        (None, MessageStatus.DELIVERED, MessageStatus.DELIVERED),
+    ]
+    # A later batch finds the events recorded by this one.
+    [again] = await store._run(apply_events, [call(a, "e3", MessageStatus.DELIVERED)])
+    assert again is not None and again.duplicate

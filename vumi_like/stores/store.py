@@ -96,6 +96,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _first_argument(args: tuple[Any, ...]) -> Any:
+    """A grouped call's key: the id of the row it locks (see ``grouping.py``)."""
+    return args[0]
+
+
 def _tenant_if_verified(secret: str, found: tuple[str, str] | None) -> str | None:
     if found is None:
         # Checked against a decoy all the same, so that the answer takes as long.
@@ -146,8 +151,14 @@ class MessageStore:
         self._database: Database | None = None
         # The calls a busy dispatcher or API makes many of at once share transactions.
         self._creates = Group(self._open_database, self._limiter)
-        self._events = Group(self._open_database, self._limiter)
-        self._deliveries = Group(self._open_database, self._limiter)
+        # An event locks its message's row: by message id, so batches never deadlock.
+        self._events = Group(
+            self._open_database,
+            self._limiter,
+            order=_first_argument,
+            together=messages.apply_events,
+        )
+        self._deliveries = Group(self._open_database, self._limiter, order=_first_argument)
         self._targets = Group(self._open_database, self._limiter, read_only=True)
 
     # -- life cycle -------------------------------------------------------------------

@@ -185,6 +185,30 @@ def get_message(conn: sa.Connection, tenant: str, message_id: str) -> StoredMess
     return attrs.evolve(_from_row(row), transitions=tuple(_transition(e) for e in events))
 
 
+# The event path's statements, built once: a dispatcher runs them for every batch of
+# events, and building a statement (and its cache key) cost more than the database's
+# part. The rows are locked in message id order (see ``grouping.py``).
+_LOCK_MESSAGES = (
+    sa.select(messages)
+    .where(messages.c.message_id.in_(sa.bindparam("message_ids", expanding=True)))
+    .order_by(messages.c.message_id)
+    .with_for_update()
+)
+_EVENT_IDS = sa.select(message_events.c.message_id, message_events.c.event_id).where(
+    message_events.c.message_id.in_(sa.bindparam("message_ids", expanding=True)),
+    message_events.c.event_id.is_not(None),
+)
+_ADD_EVENT = sa.insert(message_events)
+_SET_STATUS = (
+    sa.update(messages)
+    .where(messages.c.message_id == sa.bindparam("moved_id"))
+    .values(status=sa.bindparam("new_status"), updated_at=sa.bindparam("moved_at"))
+)
+
+# One call of ``apply_event``, as its arguments after the connection.
+EventCall = tuple[str, str | None, str, MessageStatus, datetime, dict[str, Any] | None, datetime]
+
+
 def apply_event(
     conn: sa.Connection,
     message_id: str,
@@ -195,49 +219,71 @@ def apply_event(
     raw: dict[str, Any] | None,
     now: datetime,
 ) -> EventOutcome | None:
-    row = conn.execute(
-        sa.select(messages).where(messages.c.message_id == message_id).with_for_update()
-    ).one_or_none()
-    if row is None:
-        return None
-    message = _from_row(row)
-    current = message.status
-    if event_id is not None:
-        seen = conn.execute(
-            sa.select(message_events.c.id).where(
-                message_events.c.message_id == message_id, message_events.c.event_id == event_id
+    call = (message_id, event_id, event_type, proposed, occurred_at, raw, now)
+    return apply_events(conn, [call])[0]
+
+
+def apply_events(conn: sa.Connection, calls: Sequence[EventCall]) -> list[EventOutcome | None]:
+    """``apply_event`` for each call, in order, as if one after the other, in four
+    statements whatever their number: lock every message concerned, read the event
+    ids they have, record the new events, move the statuses that moved. An event
+    applies to its message as the events before it in ``calls`` left it."""
+    message_ids = sorted({call[0] for call in calls})
+    found = conn.execute(_LOCK_MESSAGES, {"message_ids": message_ids})
+    current = {row.message_id: _from_row(row) for row in found}
+    seen: set[tuple[str, str]] = set()
+    if any(call[1] is not None for call in calls):
+        rows = conn.execute(_EVENT_IDS, {"message_ids": list(current)})
+        seen.update((row.message_id, row.event_id) for row in rows)
+    outcomes: list[EventOutcome | None] = []
+    new_events: list[dict[str, Any]] = []
+    moved: dict[str, dict[str, Any]] = {}
+    for message_id, event_id, event_type, proposed, occurred_at, raw, now in calls:
+        message = current.get(message_id)
+        if message is None:
+            outcomes.append(None)
+            continue
+        before = message.status
+        if event_id is not None and (message_id, event_id) in seen:
+            outcomes.append(
+                EventOutcome(
+                    message=message, status_before=before, status_after=before, duplicate=True
+                )
             )
-        ).first()
-        if seen is not None:
-            return EventOutcome(
-                message=message, status_before=current, status_after=current, duplicate=True
-            )
-    after = next_status(current, proposed)
-    conn.execute(
-        sa.insert(message_events),
-        [
+            continue
+        if event_id is not None:
+            seen.add((message_id, event_id))
+        after = next_status(before, proposed)
+        new_events.append(
             {
                 "message_id": message_id,
                 "event_id": event_id,
                 "event_type": event_type,
-                "status_before": current.value,
+                "status_before": before.value,
                 "status_after": after.value,
                 "occurred_at": to_db(occurred_at),
                 "recorded_at": now,
                 "raw": raw,
             }
-        ],
-    )
-    if after != current:
-        conn.execute(
-            sa.update(messages)
-            .where(messages.c.message_id == message_id)
-            .values(status=after.value, updated_at=now)
         )
-        message = attrs.evolve(message, status=after, updated_at=from_db(now))
-    return EventOutcome(
-        message=message, status_before=current, status_after=after, duplicate=False
-    )
+        if after != before:
+            message = attrs.evolve(message, status=after, updated_at=from_db(now))
+            current[message_id] = message
+            moved[message_id] = {
+                "moved_id": message_id,
+                "new_status": after.value,
+                "moved_at": now,
+            }
+        outcomes.append(
+            EventOutcome(
+                message=message, status_before=before, status_after=after, duplicate=False
+            )
+        )
+    if new_events:
+        conn.execute(_ADD_EVENT, new_events)
+    if moved:
+        conn.execute(_SET_STATUS, list(moved.values()))
+    return outcomes
 
 
 def batch_statuses(

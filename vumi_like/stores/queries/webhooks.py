@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from vumi_like.stores.database import dialect_insert
 from vumi_like.stores.models import DeliveryState, Page, Webhook, WebhookDelivery, new_id
 from vumi_like.stores.pagination import keyset_page
 from vumi_like.stores.queries import from_db
@@ -80,8 +80,31 @@ def _mine(tenant: str, webhook_id: str) -> sa.ColumnElement[bool]:
     return sa.and_(webhooks.c.tenant == tenant, webhooks.c.webhook_id == webhook_id)
 
 
+# Built once: the dispatcher reads a subscription and records a post for every webhook.
+_GET_WEBHOOK = sa.select(webhooks).where(
+    webhooks.c.tenant == sa.bindparam("tenant"),
+    webhooks.c.webhook_id == sa.bindparam("webhook_id"),
+)
+_GET_DELIVERY = sa.select(webhook_deliveries).where(
+    webhook_deliveries.c.delivery_id == sa.bindparam("delivery_id")
+)
+
+
+def _upsert_delivery(dialect: Any) -> Any:
+    """The upsert of a delivery on this dialect's INSERT ... ON CONFLICT: the new row's
+    values replace all but its id."""
+    insert = dialect.insert(webhook_deliveries)
+    columns = [c.name for c in webhook_deliveries.c if c.name != "delivery_id"]
+    return insert.on_conflict_do_update(
+        index_elements=["delivery_id"], set_={name: insert.excluded[name] for name in columns}
+    )
+
+
+_UPSERT_DELIVERY = {"postgresql": _upsert_delivery(postgresql), "sqlite": _upsert_delivery(sqlite)}
+
+
 def get_webhook(conn: sa.Connection, tenant: str, webhook_id: str) -> Webhook | None:
-    row = conn.execute(sa.select(webhooks).where(_mine(tenant, webhook_id))).one_or_none()
+    row = conn.execute(_GET_WEBHOOK, {"tenant": tenant, "webhook_id": webhook_id}).one_or_none()
     return None if row is None else _webhook(row)
 
 
@@ -117,7 +140,8 @@ def record_delivery(
     last_error: str | None,
     now: datetime,
 ) -> None:
-    values = {
+    row = {
+        "delivery_id": delivery_id,
         "webhook_id": webhook_id,
         "message_id": message_id,
         "status_code": status_code,
@@ -126,14 +150,11 @@ def record_delivery(
         "last_error": last_error,
         "updated_at": now,
     }
-    insert = dialect_insert(conn, webhook_deliveries).values(delivery_id=delivery_id, **values)
-    conn.execute(insert.on_conflict_do_update(index_elements=["delivery_id"], set_=values))
+    conn.execute(_UPSERT_DELIVERY[conn.dialect.name], row)
 
 
 def get_delivery(conn: sa.Connection, delivery_id: str) -> WebhookDelivery | None:
-    row = conn.execute(
-        sa.select(webhook_deliveries).where(webhook_deliveries.c.delivery_id == delivery_id)
-    ).one_or_none()
+    row = conn.execute(_GET_DELIVERY, {"delivery_id": delivery_id}).one_or_none()
     if row is None:
         return None
     return WebhookDelivery(
