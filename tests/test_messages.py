@@ -711,3 +711,22 @@ def test_reply_refuses_unknown_keywords():
 def test_reply_with_a_bad_value_raises_invalid_envelope():
     with raises_naming("content"):
         make_message().reply(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b"[" + b"1," * 50_000 + b"0]", "an array"),
+        (b'  "' + b"x" * 100_000 + b'"', "a string"),
+        ("[" + "1," * 50_000 + "0]", "an array"),
+    ],
+)
+def test_a_long_body_that_is_no_object_is_refused_unread(body: bytes | str, kind: str):
+    # Poison of a megabyte is refused by its first bytes, not parsed whole.
+    for read in (Message.from_json, Event.from_json, parse_envelope):
+        with raises_naming("envelope") as raised:
+            read(body)
+        assert f"got what opens as {kind} ({len(body)} bytes)" in str(raised.value)
+    # A long object is still read, and judged on what it holds.
+    with raises_naming("to_addr"):
+        Message.from_json(json.dumps({"content": "x" * 100_000}).encode())

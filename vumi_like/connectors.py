@@ -459,8 +459,15 @@ class JobConnector(BaseConnector):
         await self._publish_body(self.name, job.model_dump_json().encode())
 
 
+# An envelope is a few kB: a body past this is not parsed again only to name its ids.
+ID_SCAN_BYTES = 64 * 1024
+
+
 def _ids_in_raw(body: bytes) -> dict[str, str]:
-    """The ids an undecodable body still names, for the log line about it."""
+    """The ids an undecodable body still names, for the log line about it (none for a
+    body over ``ID_SCAN_BYTES``)."""
+    if len(body) > ID_SCAN_BYTES:
+        return {}
     try:
         data = json.loads(body)
     except ValueError:

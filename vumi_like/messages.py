@@ -224,6 +224,23 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "a number")
 
 
+# A body this long that opens an array or a string is refused without parsing the rest:
+# a megabyte of poison would otherwise be parsed whole to learn it is no object.
+_LOOK_AHEAD_BYTES = 64 * 1024
+_OPENERS = {ord("["): "an array", ord('"'): "a string", "[": "an array", '"': "a string"}
+
+
+def _refuse_unread(body: bytes | str, what: str) -> None:
+    """Raise ``InvalidEnvelope`` for a long ``body`` that cannot be a JSON object."""
+    if len(body) <= _LOOK_AHEAD_BYTES:
+        return
+    head = body[:64].lstrip()
+    kind = _OPENERS.get(head[0]) if head else None
+    if kind is not None:
+        problem = f"should be a JSON object, got what opens as {kind} ({len(body)} bytes)"
+        raise InvalidEnvelope([("envelope", problem)], what)
+
+
 def _invalid(exc: ValidationError, what: str) -> InvalidEnvelope:
     """Translate pydantic's errors into ours: one ``(field, problem)`` per error."""
     errors: list[tuple[str, str]] = []
@@ -302,6 +319,7 @@ class _Envelope(BaseModel):
     @classmethod
     def from_json(cls, body: bytes | str) -> Self:
         """Read an envelope from JSON; raises ``InvalidEnvelope``, whatever is wrong."""
+        _refuse_unread(body, cls._what())
         try:
             return cls.model_validate_json(body)
         except ValidationError as exc:
@@ -509,6 +527,7 @@ def parse_envelope(body: bytes | str) -> Message | Event:
     For queues that carry both. Unlike ``Message.from_json``, which takes a missing
     ``message_type`` to mean ``user_message`` as vumi2 does, this needs it present.
     """
+    _refuse_unread(body, "envelope")
     try:
         return _ANY_ENVELOPE.validate_json(body)
     except ValidationError as exc:
