@@ -55,7 +55,7 @@ from tests.conftest import IN_CI
 from vumi_like.broker import BrokerInspector, open_inspector
 from vumi_like.broker.base import HEADER_DL_ERROR
 from vumi_like.dlq import DeadLetter
-from vumi_like.messages import Event, Message
+from vumi_like.messages import DeliveryStatus, Event, EventType, Message
 
 AMQP_URL = os.environ.get("VUMI_LIKE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get(
@@ -258,6 +258,20 @@ class Tally:
             f"{what}: sent {len(self.sent)}, arrived {len(self.arrived.keys() & self.sent)}, "
             f"missing {len(self.missing)}, duplicates {self.duplicates}"
         )
+
+
+def event_tallies(message_ids: set[str]) -> tuple[Tally, Tally, Callable[[Event], None]]:
+    """Tallies of the acks and of the delivered reports of ``message_ids``, and the
+    event handler that fills them (for ``consume_events``)."""
+    acks, delivered = Tally(sent=set(message_ids)), Tally(sent=set(message_ids))
+
+    def on_event(event: Event) -> None:
+        if event.event_type == EventType.ACK:
+            acks.arrive(event.user_message_id)
+        elif event.delivery_status == DeliveryStatus.DELIVERED:
+            delivered.arrive(event.user_message_id)
+
+    return acks, delivered, on_event
 
 
 async def consume_events(

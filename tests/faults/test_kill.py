@@ -35,7 +35,6 @@ from tests.faults.harness import (
     REDIS_URL,
     SENDERS,
     Fleet,
-    Tally,
     WebhookReceiver,
     api_pipeline,
     api_queues,
@@ -43,6 +42,7 @@ from tests.faults.harness import (
     drop_schema,
     envelope_path,
     envelope_queues,
+    event_tallies,
     final_statuses,
     fleet_in_tmp,
     outbound,
@@ -52,7 +52,6 @@ from tests.faults.harness import (
     subscribe,
     take_dead_letters,
 )
-from vumi_like.messages import DeliveryStatus, Event, EventType
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -67,16 +66,8 @@ async def test_kill_9_of_router_or_transport_loses_nothing(
     services: None, unique: str, victim: str
 ) -> None:
     app, transport, queues = envelope_queues(unique)
-    acks, delivered = Tally(), Tally()
-
-    def on_event(event: Event) -> None:
-        if event.event_type == EventType.ACK:
-            acks.arrive(event.user_message_id)
-        elif event.delivery_status == DeliveryStatus.DELIVERED:
-            delivered.arrive(event.user_message_id)
-
     messages = [outbound(unique, i, transport) for i in range(MESSAGES)]
-    acks.sent = delivered.sent = {m.message_id for m in messages}
+    acks, delivered, on_event = event_tallies({m.message_id for m in messages})
     async with own_broker(queues) as broker:
         with fleet_in_tmp() as fleet:
             envelope_path(fleet, unique, app, transport, REDIS_URL)

@@ -30,17 +30,16 @@ import trio
 
 from tests.faults.harness import (
     PrivateRedis,
-    Tally,
     consume_events,
     envelope_path,
     envelope_queues,
+    event_tallies,
     fleet_in_tmp,
     outbound,
     own_broker,
     publish_all,
     take_dead_letters,
 )
-from vumi_like.messages import DeliveryStatus, Event, EventType
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -53,16 +52,8 @@ async def test_redis_stopped_mid_stream_router_retries_and_recovers(
     services: None, unique: str
 ) -> None:
     app, transport, queues = envelope_queues(unique)
-    acks, delivered = Tally(), Tally()
-
-    def on_event(event: Event) -> None:
-        if event.event_type == EventType.ACK:
-            acks.arrive(event.user_message_id)
-        elif event.delivery_status == DeliveryStatus.DELIVERED:
-            delivered.arrive(event.user_message_id)
-
     messages = [outbound(unique, i, transport) for i in range(MESSAGES)]
-    acks.sent = delivered.sent = {m.message_id for m in messages}
+    acks, delivered, on_event = event_tallies({m.message_id for m in messages})
     with PrivateRedis() as redis:
         async with own_broker(queues) as broker:
             with fleet_in_tmp() as fleet:
