@@ -149,14 +149,6 @@ async def test_claiming_a_resting_receiver_does_not_wait(autojump_clock: trio.te
     assert wait is not None and 5.0 <= wait <= 7.5
 
 
-async def test_a_released_slot_neither_rests_nor_resets_the_receiver():
-    r = receivers(per_receiver_concurrency=1)
-    assert await r.claim(HOOK, patience=0) is None
-    assert r.wait_before(HOOK) is not None
-    r.release(HOOK)
-    assert r.wait_before(HOOK) is None
-
-
 async def test_no_more_jobs_wait_for_a_receiver_than_its_concurrency(
     autojump_clock: trio.testing.MockClock,
 ):

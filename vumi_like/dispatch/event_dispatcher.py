@@ -375,40 +375,40 @@ class EventDispatcher(BaseWorker):
             if early > 0:
                 raise RetryLater(early, "its retry is not due yet", counts=False)
         attempt += job.tried
-        # The receiver first: a job for a busy or resting one goes back to the broker
-        # before it costs a store read.
+        # A resting (failing) receiver's job goes back to the broker before it costs a
+        # store read.
+        resting = self.receivers.resting(job.url)
+        if resting is not None:
+            WEBHOOK_POSTS.labels(self.name, "deferred").inc()
+            raise RetryLater(resting, f"receiver {job.url} is resting", counts=False)
+        webhook, done = await self.store.delivery_target(
+            job.tenant, job.webhook_id, job.delivery_id
+        )
+        if done is not None and done.state == DeliveryState.DELIVERED:
+            # Queued again by a redelivered event (see the module docstring): it got
+            # through the first time, so the receiver need not drop a repeat.
+            WEBHOOK_POSTS.labels(self.name, "dropped").inc()
+            return
+        if webhook is None:
+            # Unsubscribed since the job was queued: nobody wants it any more.
+            WEBHOOK_POSTS.labels(self.name, "dropped").inc()
+            await self._record(job, DeliveryState.FAILED, attempt, "the subscription was deleted")
+            return
+        # Then a posting slot, held for the POST alone: a slot held through the store
+        # read too made the receiver look slower than it is, and kept others waiting.
         wait = await self.receivers.claim(job.url, self.config.receiver_patience)
         if wait is not None:
             WEBHOOK_POSTS.labels(self.name, "deferred").inc()
             raise RetryLater(wait, f"receiver {job.url} is busy or resting", counts=False)
-        posted = ok = False
+        body = json.dumps(job.body, separators=(",", ":")).encode()
+        ok = False
         try:
-            webhook, done = await self.store.delivery_target(
-                job.tenant, job.webhook_id, job.delivery_id
-            )
-            if done is not None and done.state == DeliveryState.DELIVERED:
-                # Queued again by a redelivered event (see the module docstring): it got
-                # through the first time, so the receiver need not drop a repeat.
-                WEBHOOK_POSTS.labels(self.name, "dropped").inc()
-                return
-            if webhook is None:
-                # Unsubscribed since the job was queued: nobody wants it any more.
-                WEBHOOK_POSTS.labels(self.name, "dropped").inc()
-                await self._record(
-                    job, DeliveryState.FAILED, attempt, "the subscription was deleted"
-                )
-                return
-            body = json.dumps(job.body, separators=(",", ":")).encode()
-            posted = True
             failure, retry_after = await self._post(
                 job.url, body, _headers(webhook.secret, job, body), self.config.webhook_timeout
             )
             ok = failure is None
         finally:
-            if posted:
-                self.receivers.finished(job.url, ok=ok)
-            else:
-                self.receivers.release(job.url)
+            self.receivers.finished(job.url, ok=ok)
         if failure is None:
             WEBHOOK_POSTS.labels(self.name, "delivered").inc()
             await self._record(job, DeliveryState.DELIVERED, attempt, None)

@@ -97,12 +97,18 @@ class Receivers:
     def _state(self, url: str) -> _Receiver:
         return self._receivers.setdefault(receiver_of(url), _Receiver())
 
+    def resting(self, url: str) -> float | None:
+        """Seconds a job for ``url`` should go back to wait while its receiver rests
+        after failures (jittered), or None if it is not resting."""
+        resting = self._state(url).resting_until - trio.current_time()
+        return resting * self._random.uniform(1.0, 1.5) if resting > 0 else None
+
     def wait_before(self, url: str) -> float | None:
         """Seconds a job for ``url`` should go back to wait, or None to post it now."""
+        resting = self.resting(url)
+        if resting is not None:
+            return resting
         state = self._state(url)
-        resting = state.resting_until - trio.current_time()
-        if resting > 0:
-            return resting * self._random.uniform(1.0, 1.5)
         if state.in_flight >= self.per_receiver_concurrency:
             # Busy, not failing: back soon, but the later the more jobs have been sent
             # back since one last found room, so that a backlog waits on the broker
@@ -116,7 +122,7 @@ class Receivers:
         """Take a posting slot for ``url`` (None), waiting up to ``patience`` seconds for
         one while the receiver is busy; or the seconds the job should go back to wait.
 
-        A slot taken is given back by ``finished`` (after a post) or ``release``.
+        A slot taken is given back by ``finished``, after the post.
         """
         state = self._state(url)
         if state.in_flight < self.per_receiver_concurrency and state.waiting == 0:
@@ -163,11 +169,6 @@ class Receivers:
 
     def started(self, url: str) -> None:
         self._state(url).start_one()
-
-    def release(self, url: str) -> None:
-        """Give back a slot no post was made in."""
-        state = self._state(url)
-        state.free_one()
 
     def finished(self, url: str, *, ok: bool) -> None:
         state = self._state(url)
