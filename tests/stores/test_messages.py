@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import trio
 
 from tests.stores.conftest import FakeClock, new_message
 from vumi_like.stores import (
@@ -15,11 +16,12 @@ from vumi_like.stores import (
     MessageStatus,
     MessageStore,
     NewBatch,
+    NewMessage,
     StoreError,
     status_for_event,
 )
 from vumi_like.stores.queries import to_db
-from vumi_like.stores.queries.messages import apply_events
+from vumi_like.stores.queries.messages import apply_events, create_many
 
 S = MessageStatus
 WHEN = datetime(2024, 5, 1, 13, 0, tzinfo=UTC)
@@ -292,6 +294,52 @@ async def test_every_message_of_a_batch_names_it_and_shares_its_tenant(
 async def test_a_message_naming_a_batch_comes_with_it(store: MessageStore) -> None:
     with pytest.raises(StoreError, match="batch"):
         await store.create_messages([new_message(batch_id="b1")])
+
+
+async def test_creations_made_as_one_are_those_made_one_after_the_other(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # How a busy API replica's creations are stored (queries.messages.create_many).
+    batch = NewBatch(tenant="acme")
+    single = new_message(receiver="+27820000009")
+    batched = [new_message(batch_id=batch.batch_id) for _ in range(2)]
+    other = new_message(tenant="globex")
+    now = to_db(clock())
+    created = await store._run(
+        create_many, [([single], None, now), (batched, batch, now), ([other], None, now)]
+    )
+    assert [[m.message_id for m in c] for c in created] == [
+        [single.message_id],
+        [m.message_id for m in batched],
+        [other.message_id],
+    ]
+    for tenant, message in [("acme", single), ("acme", batched[1]), ("globex", other)]:
+        stored = await store.get_message(tenant, message.message_id)
+        assert stored is not None and stored.status == S.QUEUED
+        assert [(t.event_type, t.status_after) for t in stored.transitions] == [
+            ("created", S.QUEUED)
+        ]
+    statuses = await store.batch_statuses("acme", batch.batch_id)
+    assert statuses is not None and len(statuses) == 2
+
+
+async def test_concurrent_creations_fail_only_where_an_id_is_taken(store: MessageStore) -> None:
+    [taken] = await store.create_messages([new_message()])
+    fresh = [new_message() for _ in range(20)]
+    refused: list[str] = []
+
+    async def create(message: NewMessage) -> None:
+        try:
+            await store.create_messages([message])
+        except AlreadyExists:
+            refused.append(message.message_id)
+
+    async with trio.open_nursery() as nursery:
+        for message in [*fresh[:10], new_message(message_id=taken.message_id), *fresh[10:]]:
+            nursery.start_soon(create, message)
+    assert refused == [taken.message_id]
+    for message in fresh:
+        assert await store.get_message("acme", message.message_id) is not None
 
 
 async def test_a_batch_of_events_is_applied_as_one_after_the_other(

@@ -150,7 +150,7 @@ class MessageStore:
         self._limiter = trio.CapacityLimiter(max_threads)
         self._database: Database | None = None
         # The calls a busy dispatcher or API makes many of at once share transactions.
-        self._creates = Group(self._open_database, self._limiter)
+        self._creates = Group(self._open_database, self._limiter, together=messages.create_many)
         # An event locks its message's row: by message id, so batches never deadlock.
         self._events = Group(
             self._open_database,

@@ -43,6 +43,7 @@ from vumi_like.stores.status import MessageStatus, next_status
 __all__ = [
     "apply_event",
     "batch_statuses",
+    "create_many",
     "create_messages",
     "get_message",
     "history",
@@ -92,9 +93,10 @@ def _message_row(message: StoredMessage) -> dict[str, Any]:
     return row
 
 
-def _insert(conn: sa.Connection, stored: Sequence[StoredMessage], now: datetime) -> None:
+def _insert(conn: sa.Connection, stored: Sequence[tuple[StoredMessage, datetime]]) -> None:
+    """Insert each message with its "created" transition at its ``now``."""
     try:
-        conn.execute(sa.insert(messages), [_message_row(m) for m in stored])
+        conn.execute(sa.insert(messages), [_message_row(m) for m, _ in stored])
     except sa.exc.IntegrityError:
         raise AlreadyExists("a message with one of these ids exists already") from None
     conn.execute(
@@ -110,14 +112,12 @@ def _insert(conn: sa.Connection, stored: Sequence[StoredMessage], now: datetime)
                 "recorded_at": now,
                 "raw": None,
             }
-            for m in stored
+            for m, now in stored
         ],
     )
 
 
-def create_messages(
-    conn: sa.Connection, new: Sequence[NewMessage], batch: NewBatch | None, now: datetime
-) -> list[StoredMessage]:
+def _check_new(new: Sequence[NewMessage], batch: NewBatch | None) -> None:
     for message in new:
         if message.status is MessageStatus.RECEIVED:
             raise StoreError("an outbound message can't start RECEIVED; use record_inbound")
@@ -128,23 +128,53 @@ def create_messages(
             batch.tenant,
         ):
             raise StoreError(f"message {message.message_id} is not of batch {batch.batch_id}")
-    if batch is not None:
-        row = attrs.asdict(batch) | {"created_at": now, "message_count": len(new)}
-        try:
-            conn.execute(sa.insert(batches), [row])
-        except sa.exc.IntegrityError:
-            raise AlreadyExists(f"batch {batch.batch_id} exists already") from None
-    stored = [_stored(message, Direction.OUTBOUND, now) for message in new]
-    if stored:
-        _insert(conn, stored, now)
+
+
+def create_messages(
+    conn: sa.Connection, new: Sequence[NewMessage], batch: NewBatch | None, now: datetime
+) -> list[StoredMessage]:
+    [stored] = create_many(conn, [(new, batch, now)])
     return stored
+
+
+def create_many(
+    conn: sa.Connection,
+    calls: Sequence[tuple[Sequence[NewMessage], NewBatch | None, datetime]],
+) -> list[list[StoredMessage]]:
+    """``create_messages`` for each call, in one insert per table.
+
+    A store's concurrent creations share a transaction (``grouping.py``): an API
+    replica under load creates dozens of single messages at once, and these are
+    two statements in all rather than two each. A taken id fails them all, and the
+    group then runs each call alone, so only the call that reused it fails.
+    """
+    for new, batch, _ in calls:
+        _check_new(new, batch)
+    batch_rows = [
+        attrs.asdict(batch) | {"created_at": now, "message_count": len(new)}
+        for new, batch, now in calls
+        if batch is not None
+    ]
+    if batch_rows:
+        try:
+            conn.execute(sa.insert(batches), batch_rows)
+        except sa.exc.IntegrityError:
+            ids = ", ".join(row["batch_id"] for row in batch_rows)
+            raise AlreadyExists(f"batch {ids} exists already") from None
+    created = [
+        [_stored(message, Direction.OUTBOUND, now) for message in new] for new, _, now in calls
+    ]
+    rows = [(m, now) for stored, (_, _, now) in zip(created, calls, strict=True) for m in stored]
+    if rows:
+        _insert(conn, rows)
+    return created
 
 
 def record_inbound(conn: sa.Connection, new: NewMessage, now: datetime) -> StoredMessage:
     if new.batch_id is not None:
         raise StoreError("an inbound message belongs to no batch")
     stored = _stored(new, Direction.INBOUND, now)
-    _insert(conn, [stored], now)
+    _insert(conn, [(stored, now)])
     return stored
 
 
