@@ -13,10 +13,15 @@ reads its subscription afresh before posting and is dropped if it is gone, but t
 dispatcher's first attempt at a webhook, made while it handles the event, posts with
 what it read here: so a subscription deleted less than ``max_age`` ago may get one
 more webhook (``max_age`` 0 makes every read fresh).
+
+When a tenant's entry expires, the calls that find it so at once share one read: the
+first reads, the others wait for its answer (or its error), rather than each reading
+the same rows.
 """
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from vumi_like.stores import MessageStore, Webhook
@@ -24,11 +29,22 @@ from vumi_like.stores import MessageStore, Webhook
 __all__ = ["Subscriptions"]
 
 
+@attrs.define(eq=False)
+class _Read:
+    """One read of a tenant's subscriptions, awaited by every call that needs it."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    webhooks: list[Webhook] = attrs.field(factory=list)
+    read: bool = False
+    error: Exception | None = None
+
+
 class Subscriptions:
     def __init__(self, store: MessageStore, *, max_age: float = 1.0) -> None:
         self.store = store
         self.max_age = max_age
         self._by_tenant: dict[str, tuple[float, list[Webhook]]] = {}
+        self._reading: dict[str, _Read] = {}
 
     async def wanting(self, tenant: str, status_code: str) -> list[Webhook]:
         """The tenant's subscriptions that want ``status_code``, as of ``max_age`` ago."""
@@ -36,9 +52,33 @@ class Subscriptions:
             return await self.store.webhooks_for(tenant, status_code)
         now = trio.current_time()
         cached = self._by_tenant.get(tenant)
-        if cached is None or now - cached[0] > self.max_age:
-            cached = self._by_tenant[tenant] = (now, await self._all(tenant))
-        return [webhook for webhook in cached[1] if webhook.wants(status_code)]
+        if cached is not None and now - cached[0] <= self.max_age:
+            webhooks = cached[1]
+        else:
+            webhooks = await self._read(tenant, now)
+        return [webhook for webhook in webhooks if webhook.wants(status_code)]
+
+    async def _read(self, tenant: str, now: float) -> list[Webhook]:
+        while (read := self._reading.get(tenant)) is not None:
+            # Another call is reading them: its answer is ours, and so is its error.
+            # If it was cancelled instead, the loop finds no reader and reads itself.
+            await read.done.wait()
+            if read.error is not None:
+                raise read.error
+            if read.read:
+                return read.webhooks
+        read = self._reading[tenant] = _Read()
+        try:
+            read.webhooks = await self._all(tenant)
+            read.read = True
+        except Exception as exc:
+            read.error = exc
+            raise
+        finally:
+            del self._reading[tenant]
+            read.done.set()
+        self._by_tenant[tenant] = (now, read.webhooks)
+        return read.webhooks
 
     async def _all(self, tenant: str) -> list[Webhook]:
         webhooks: list[Webhook] = []
