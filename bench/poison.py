@@ -5,12 +5,14 @@ A ``ToAddressRouter`` and a ``SimulatorTransport`` (ack and delivered report at 
 their own. The script publishes ``--count`` good outbound envelopes onto the
 application's outbound queue (50 publishes in flight) and times, from the first
 publish, the arrival of the last good message's ack back on the application's event
-queue: good msg/s. A **clean** run sends only those; a **mixed** run interleaves
-poison, ``--poison`` of it per good message, cycling through the kinds the fault
-suite uses (``tests/faults/harness.py``'s ``envelope_poisons``: not JSON, wrong
-types, missing fields, a body of ``--huge-bytes`` that is no envelope, an unknown
-transport, an event for an outbound never routed, binary, a JSON list), each
-dead-lettered by the worker it reaches. Clean and mixed runs alternate ``--rounds``
+queue: good msg/s. A **clean** run sends only those; a **mixed** run sends them the
+same way and, at the same time, ``--poison`` poison envelopes per good message from
+publishers of their own, as poison comes from other clients than the good traffic
+does. The poison cycles through the kinds the fault suite uses
+(``tests/faults/harness.py``'s ``envelope_poisons``: not JSON, wrong types, missing
+fields, a body of ``--huge-bytes`` that is no envelope, an unknown transport, an event
+for an outbound never routed, binary, a JSON list), each dead-lettered by the worker
+it reaches. Clean and mixed runs alternate ``--rounds``
 times on the same processes; the medians and their ratio are printed (the target:
 mixed within 20 % of clean, a ratio of 0.8 or more).
 
@@ -50,6 +52,7 @@ from vumi_like.broker import BrokerInspector
 from vumi_like.messages import Event, EventType
 
 DRAIN_TIMEOUT = 120
+PUBLISH_WINDOW = 50  # the good messages' publishes awaiting their confirms at once
 
 
 async def one_run(
@@ -66,10 +69,10 @@ async def one_run(
     good = [outbound(f"{unique} {tag}", i, transport) for i in range(count)]
     acks = Tally(sent={m.message_id for m in good})
     kinds = envelope_poisons(app, transport)
-    bodies: list[tuple[str, bytes]] = []
+    good_bodies = [message.to_json() for message in good]
+    bodies: list[tuple[str, bytes]] = []  # the poison, by queue
     poisons, owed = 0, 0.0
-    for n, message in enumerate(good):
-        bodies.append((f"{app}.outbound", message.to_json()))
+    for n in range(count):
         owed += poison
         while owed >= 1:
             kind = envelope_poisons(app, transport, n, huge_bytes)[poisons % len(kinds)]
@@ -82,13 +85,20 @@ async def one_run(
             acks.arrive(event.user_message_id)
 
     async def publish() -> None:
+        # The good messages' publisher is the same in both runs (PUBLISH_WINDOW confirms
+        # in flight); poison comes from publishers of its own, as it would from other
+        # clients, one per queue, each with a window in proportion to its share.
         by_queue: dict[str, list[bytes]] = {}
         for queue, body in bodies:
             by_queue.setdefault(queue, []).append(body)
-        # Each queue's share at once, so poison and good messages arrive interleaved.
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(
+                    publish_all, broker, f"{app}.outbound", good_bodies, concurrency=PUBLISH_WINDOW
+                )
+            )
             for queue, share in by_queue.items():
-                concurrency = max(1, round(50 * len(share) / len(bodies)))
+                concurrency = max(1, round(PUBLISH_WINDOW * len(share) / count))
                 nursery.start_soon(
                     functools.partial(publish_all, broker, queue, share, concurrency=concurrency)
                 )
