@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -22,6 +22,8 @@ from vumi_like.broker import Broker
 from vumi_like.config import BaseConfig
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
 from vumi_like.messages import Event, Message
+from vumi_like.routers import ToAddressRouter, ToAddressRouterConfig
+from vumi_like.transports.simulator import SimulatorTransport, SimulatorTransportConfig
 from vumi_like.worker import BaseWorker, DuplicateConnectorError, run_worker
 
 
@@ -51,6 +53,38 @@ async def running_worker(
             yield worker
         finally:
             stop.set()
+
+
+async def simulator_and_router(
+    stack: AsyncExitStack,
+    broker: Broker,
+    *,
+    transport: str,
+    app: str,
+    simulator: bool = True,
+    delivery_delay: float = 0.05,
+    router_fields: dict[str, Any] | None = None,
+) -> httpx.AsyncClient | None:
+    """On ``stack``: a simulator on ``transport`` (unless the test plays the transport)
+    and a ToAddressRouter sending every inbound message to ``app``. The simulator's HTTP
+    client, or None without one."""
+    sim_client = None
+    if simulator:
+        sim_port = free_port()
+        sim_config = SimulatorTransportConfig(
+            transport_name=transport,
+            delivery_delay=delivery_delay,
+            http_bind=f"127.0.0.1:{sim_port}",
+        )
+        await stack.enter_async_context(running_worker(SimulatorTransport, sim_config, broker))
+        sim_client = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim_port}")
+        )
+    router_config = ToAddressRouterConfig(
+        transport_names=[transport], to_address_mappings={app: ".*"}, **(router_fields or {})
+    )
+    await stack.enter_async_context(running_worker(ToAddressRouter, router_config, broker))
+    return sim_client
 
 
 def make_message(content: str = "hello", **fields: Any) -> Message:

@@ -30,7 +30,7 @@ from quart_trio import QuartTrio
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.caches.test_message_caches import REDIS_URL, delete_redis_keys
 from tests.conftest import IN_CI, require_service
-from tests.test_worker import free_port, running_worker
+from tests.test_worker import free_port, running_worker, simulator_and_router
 from vumi_like.applications.turn_channels_api import (
     SIGNATURE_HEADER,
     TurnChannelsApi,
@@ -43,8 +43,6 @@ from vumi_like.config import ConfigError, config_from_data
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
 from vumi_like.messages import DeliveryStatus, Event, Message, SessionEvent
 from vumi_like.metrics import REGISTRY
-from vumi_like.routers import ToAddressRouter, ToAddressRouterConfig
-from vumi_like.transports.simulator import SimulatorTransport, SimulatorTransportConfig
 from vumi_like.worker import serve_http
 
 SECRET = "turn-hmac-secret"
@@ -169,24 +167,15 @@ async def pipeline(
     """Simulator (unless the test plays the transport), router and the app, all running."""
     config = app_config(names, turn, **fields)
     async with AsyncExitStack() as stack:
-        sim_client = None
-        if simulator:
-            sim_port = free_port()
-            sim_config = SimulatorTransportConfig(
-                transport_name=names.transport,
-                delivery_delay=DELIVERY_DELAY,
-                http_bind=f"127.0.0.1:{sim_port}",
-            )
-            await stack.enter_async_context(running_worker(SimulatorTransport, sim_config, broker))
-            sim_client = await stack.enter_async_context(
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim_port}")
-            )
-        router_config = ToAddressRouterConfig(
-            transport_names=[names.transport],
-            to_address_mappings={names.app: ".*"},
-            **(router_fields or {}),
+        sim_client = await simulator_and_router(
+            stack,
+            broker,
+            transport=names.transport,
+            app=names.app,
+            simulator=simulator,
+            delivery_delay=DELIVERY_DELAY,
+            router_fields=router_fields,
         )
-        await stack.enter_async_context(running_worker(ToAddressRouter, router_config, broker))
         app = await stack.enter_async_context(
             running_worker(TurnChannelsApi, config, broker, name=names.worker)
         )

@@ -18,13 +18,11 @@ import pytest
 import trio
 
 from tests.applications.conversations.fake_vcs import FakeVcs, fake_vcs
-from tests.test_worker import free_port, running_worker
+from tests.test_worker import free_port, running_worker, simulator_and_router
 from vumi_like.applications.conversations import VcitaChannelApp, VcitaChannelAppConfig
 from vumi_like.broker import Broker
 from vumi_like.config import config_from_data
 from vumi_like.messages import Message
-from vumi_like.routers import ToAddressRouter, ToAddressRouterConfig
-from vumi_like.transports.simulator import SimulatorTransport, SimulatorTransportConfig
 
 WEBHOOK_SECRET = "vcs-shared-secret"
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -160,22 +158,14 @@ async def pipeline(
     async with AsyncExitStack() as stack:
         vcs = await stack.enter_async_context(fake_vcs(WEBHOOK_SECRET))
         config = app_config(names, vcs, tmp_path, **fields)
-        sim_client = None
-        if simulator:
-            sim_port = free_port()
-            sim_config = SimulatorTransportConfig(
-                transport_name=names.transport,
-                delivery_delay=DELIVERY_DELAY,
-                http_bind=f"127.0.0.1:{sim_port}",
-            )
-            await stack.enter_async_context(running_worker(SimulatorTransport, sim_config, broker))
-            sim_client = await stack.enter_async_context(
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{sim_port}")
-            )
-        router_config = ToAddressRouterConfig(
-            transport_names=[names.transport], to_address_mappings={names.app: ".*"}
+        sim_client = await simulator_and_router(
+            stack,
+            broker,
+            transport=names.transport,
+            app=names.app,
+            simulator=simulator,
+            delivery_delay=DELIVERY_DELAY,
         )
-        await stack.enter_async_context(running_worker(ToAddressRouter, router_config, broker))
         app = await stack.enter_async_context(
             running_worker(VcitaChannelApp, config, broker, name=names.worker)
         )
