@@ -17,6 +17,7 @@ import pytest
 import trio
 import trustme
 
+from tests.test_worker import refusing_port
 from vumi_like.dispatch.posting import KEEP_BODY, Answer, Poster, PostFailed
 
 
@@ -183,11 +184,8 @@ async def test_a_post_cancelled_while_waiting_drops_its_connection(poster: Poste
 
 
 async def test_an_unreachable_receiver_is_a_post_failure(poster: Poster):
-    with trio.socket.socket() as sock:
-        await sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # bound, never listening: refused
-        with pytest.raises(PostFailed, match=r"OSError|ConnectionRefused"):
-            await poster.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+    with refusing_port() as port, pytest.raises(PostFailed, match=r"OSError|ConnectionRefused"):
+        await poster.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
 
 
 async def test_a_receiver_speaking_something_else_is_a_post_failure(poster: Poster):

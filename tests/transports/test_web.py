@@ -21,7 +21,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.conftest import tracked_broker
-from tests.test_worker import free_port, running_worker
+from tests.test_worker import refusing_port, running_worker
 from tests.transports.test_whatsapp import (
     Answer,
     FakeHttpServer,
@@ -252,9 +252,9 @@ async def test_an_answer_cut_off_mid_body_is_retried(broker: BrokerInspector, un
 
 
 async def test_an_unreachable_portal_is_retried(broker: BrokerInspector, unique: str):
-    url = f"http://127.0.0.1:{free_port()}/messages"
-    async with running_web(broker, unique, url=url):
-        (pending,) = await send(broker, unique, outbound(unique), 1)
+    with refusing_port() as port:
+        async with running_web(broker, unique, url=f"http://127.0.0.1:{port}/messages"):
+            (pending,) = await send(broker, unique, outbound(unique), 1)
     assert pending.delivery_status == DeliveryStatus.PENDING
     assert "ConnectError" in pending.transport_metadata["retry"]["reason"]
 

@@ -23,7 +23,7 @@ from quart_trio import QuartTrio
 
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.conftest import tracked_broker
-from tests.test_worker import free_port, running_worker
+from tests.test_worker import refusing_port, running_worker
 from tests.transports.helpers import events
 from vumi_like.broker import BrokerInspector
 from vumi_like.config import ConfigError, load_config
@@ -444,9 +444,9 @@ async def test_an_answer_cut_off_mid_body_is_retried(broker: BrokerInspector, un
 
 async def test_an_unreachable_graph_api_is_retried(broker: BrokerInspector, unique: str):
     message = outbound(unique)
-    url = f"http://127.0.0.1:{free_port()}"
-    async with running_whatsapp(broker, unique, api_url=url):
-        (pending,) = await send(broker, unique, message, 1)
+    with refusing_port() as port:
+        async with running_whatsapp(broker, unique, api_url=f"http://127.0.0.1:{port}"):
+            (pending,) = await send(broker, unique, message, 1)
     assert pending.delivery_status == DeliveryStatus.PENDING
     assert "ConnectError" in pending.transport_metadata["retry"]["reason"]
 

@@ -7,7 +7,7 @@ import functools
 import pytest
 import trio
 
-from tests.test_worker import free_port
+from tests.test_worker import refusing_port
 from tests.transports.mqtt.conftest import StateWatcher, quick_settings
 from tests.transports.mqtt.private_broker import ALLOWED_PREFIX, MAX_PACKET_SIZE, PrivateBroker
 from vumi_like.transports.mqtt import InboundMessage, TrioMqttClient, open_mqtt_client
@@ -62,8 +62,8 @@ async def test_a_retained_message_reaches_a_late_subscriber(
 
 async def test_publish_while_not_connected_is_provider_unavailable(topic: str) -> None:
     watcher = StateWatcher()
-    settings = quick_settings(free_port())  # nothing listens there
-    with trio.fail_after(5):
+    with refusing_port() as port, trio.fail_after(5):
+        settings = quick_settings(port)
         async with open_mqtt_client(settings, on_state_change=watcher) as client:
             state = await watcher.until(connected=False)
             with pytest.raises(ProviderUnavailable) as caught:
