@@ -51,12 +51,9 @@ async def measure(api: Any, fleet: Any, args: Any) -> list[tuple[int, int]]:
     """``(messages accepted, VmRSS KiB)`` after each tenth of them."""
     pid = fleet.processes["api"].pid
     await pipeline_bench.wait_healthy(fleet, [f"{pipeline_bench.http_url(api)}/health"])
-    async with httpx.AsyncClient(
-        base_url=pipeline_bench.http_url(api),
-        timeout=pipeline_bench.HTTP_TIMEOUT,
-        limits=httpx.Limits(max_connections=args.concurrency),
-    ) as client:
-        token = await client.post(
+    base_url = pipeline_bench.http_url(api)
+    async with httpx.AsyncClient(base_url=base_url, timeout=pipeline_bench.HTTP_TIMEOUT) as setup:
+        token = await setup.post(
             "/oauth/token",
             data={
                 "grant_type": "client_credentials",
@@ -65,30 +62,38 @@ async def measure(api: Any, fleet: Any, args: Any) -> list[tuple[int, int]]:
             },
         )
         token.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
         # Nobody listens there: the jobs only wait on the broker.
-        hook = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+        hook = await setup.post(
+            "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=headers
+        )
         hook.raise_for_status()
-        samples = [(0, vmrss_kib(pid))]
-        errors: dict[str, int] = {}
-        accepted = 0
-        tenth = max(1, args.count // 10)
-        next_index = iter(range(args.count))
+    client = pipeline_bench.ApiClient(
+        f"{base_url}/v1/messages", {**headers, "content-type": "application/json"}
+    )
+    samples = [(0, vmrss_kib(pid))]
+    errors: dict[str, int] = {}
+    accepted = 0
+    tenth = max(1, args.count // 10)
+    next_index = iter(range(args.count))
 
-        async def sender() -> None:
-            nonlocal accepted
-            for i in next_index:
-                if await pipeline_bench.post_message(client, i, errors) is not None:
-                    accepted += 1
-                    if accepted % tenth == 0:
-                        samples.append((accepted, vmrss_kib(pid)))
-                        fleet.check_alive()
+    async def sender() -> None:
+        nonlocal accepted
+        for i in next_index:
+            if await client.post_message(i, errors) is not None:
+                accepted += 1
+                if accepted % tenth == 0:
+                    samples.append((accepted, vmrss_kib(pid)))
+                    fleet.check_alive()
 
-        started = time.monotonic()
+    started = time.monotonic()
+    try:
         async with trio.open_nursery() as nursery:
             for _ in range(args.concurrency):
                 nursery.start_soon(sender)
-        took = time.monotonic() - started
+    finally:
+        await client.poster.aclose()
+    took = time.monotonic() - started
     if errors:
         failed = ", ".join(f"{k} x{v}" for k, v in sorted(errors.items()))
         print(f"failed POSTs: {failed}")

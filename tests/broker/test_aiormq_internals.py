@@ -1,11 +1,15 @@
-"""The publish fast path's use of aiormq internals is checked once, at import."""
+"""The broker fast path on aiormq's internals: checked at import, and its frames pamqp's."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
@@ -14,7 +18,9 @@ import pytest
 from aiormq import spec
 from aiormq.abc import ChannelFrame
 from pamqp.body import ContentBody
+from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
+from pamqp.heartbeat import Heartbeat
 
 from vumi_like.broker import aiormq_internals
 from vumi_like.broker.aiormq_internals import AiormqChanged, check, missing_internals
@@ -161,3 +167,236 @@ def test_ack_and_requeue_frames_are_pamqps(tag: int) -> None:
 def test_a_routing_key_over_255_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="longer than 255 bytes"):
         aiormq_internals.publish_method(1, "vumi", "q" * 256)
+
+
+# -- the frames the fast path reads are decoded as pamqp decodes them
+
+PROPERTIES = [
+    spec.Basic.Properties(),
+    spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id="0123456789ab1f",
+        headers={"x-vumi-attempt": 3, "reason": "ünïcode", "nested": {"a": [1, None]}},
+    ),
+    spec.Basic.Properties(
+        content_type="text/plain",
+        content_encoding="gzip",
+        headers={},
+        delivery_mode=1,
+        priority=9,
+        correlation_id="c",
+        reply_to="amq.rabbitmq.reply-to",
+        expiration="60000",
+        message_id="m",
+        timestamp=datetime(2026, 11, 24, 12, 0, 1, tzinfo=UTC),
+        message_type="t",
+        user_id="guest",
+        app_id="vumi-like",
+    ),
+]
+FRAMES = [
+    *(
+        (
+            spec.Basic.Deliver(
+                consumer_tag="ctag1.ünï",
+                delivery_tag=tag,
+                redelivered=again,
+                exchange=ex,
+                routing_key="app.outbound",
+            ),
+            3,
+        )
+        for tag in (1, 2**63 - 1)
+        for again in (True, False)
+        for ex in ("", "vumi")
+    ),
+    *((ContentHeader(body_size=size, properties=p), 3) for p in PROPERTIES for size in (0, 2**40)),
+    (ContentBody(b"{}"), 3),
+    (ContentBody(bytes(range(256)) * 100), 3),
+    *((spec.Basic.Ack(delivery_tag=7, multiple=m), 1) for m in (True, False)),
+    *(
+        (spec.Basic.Nack(delivery_tag=7, multiple=m, requeue=r), 1)
+        for m in (True, False)
+        for r in (True, False)
+    ),
+    (spec.Basic.ConsumeOk(consumer_tag="ctag1"), 3),
+    (
+        spec.Channel.Close(
+            reply_code=406, reply_text="PRECONDITION_FAILED", class_id=50, method_id=10
+        ),
+        2,
+    ),
+    (
+        spec.Basic.Return(reply_code=312, reply_text="NO_ROUTE", exchange="vumi", routing_key="x"),
+        1,
+    ),
+]
+
+
+def fields(frame: Any) -> Any:
+    """A frame's type and every field, nested properties included, to compare."""
+    if isinstance(frame, ContentHeader):
+        return (
+            ContentHeader,
+            frame.class_id,
+            frame.weight,
+            frame.body_size,
+            fields(frame.properties),
+        )
+    if isinstance(frame, ContentBody):
+        return (ContentBody, frame.value)
+    return (type(frame), {name: getattr(frame, name) for name in getattr(frame, "__slots__", ())})
+
+
+@pytest.mark.parametrize(("frame", "channel"), FRAMES)
+def test_a_frame_decodes_to_what_pamqp_decodes(frame: Any, channel: int) -> None:
+    data = b"junk" + pamqp_frame(frame, channel) + b"more"
+    decoded = aiormq_internals.decode_frame(data, 4, len(data) - 4)
+    assert fields(decoded) == fields(pamqp.frame.unmarshal(pamqp_frame(frame, channel))[2])
+    assert fields(decoded) == fields(frame) or isinstance(frame, ContentHeader)
+
+
+def malformed() -> list[bytes]:
+    deliver = pamqp_frame(FRAMES[0][0], 3)
+    header = pamqp_frame(ContentHeader(body_size=5, properties=PROPERTIES[1]), 3)
+    ack = pamqp_frame(spec.Basic.Ack(delivery_tag=7), 1)
+
+    def resized(frame: bytes, payload: bytes) -> bytes:
+        return frame[:3] + len(payload).to_bytes(4, "big") + payload + b"\xce"
+
+    return [
+        resized(deliver, deliver[7:20]),  # the consumer tag runs past the end
+        resized(deliver, deliver[7:-1] + b"extra"),  # more than a Deliver holds
+        resized(header, header[7:-3]),  # a property cut short
+        resized(ack, ack[7:-2]),  # no flag byte
+        resized(ack, b"\x00\x3c\x03\xe7" + ack[11:-1]),  # class 60, no method 999
+        b"\x03\x00\x01\x00\x00\x00\x00\xce",  # an empty body frame
+    ]
+
+
+@pytest.mark.parametrize("data", malformed())
+def test_a_malformed_frame_is_pamqps_to_judge(data: bytes) -> None:
+    # What pamqp refuses is refused with its error; what it lets through (bytes past
+    # the last field, a short string cut short) decodes as it decodes it.
+    try:
+        theirs = pamqp.frame.unmarshal(data)[2]
+    except PAMQPException as exc:
+        with pytest.raises(PAMQPException) as ours:
+            aiormq_internals.decode_frame(data, 0, len(data))
+        # pamqp names the method object it failed on, which has an address of its own.
+        assert type(ours.value) is type(exc)
+        assert re.sub("0x[0-9a-f]+", "", str(ours.value)) == re.sub("0x[0-9a-f]+", "", str(exc))
+    else:
+        assert fields(aiormq_internals.decode_frame(data, 0, len(data))) == fields(theirs)
+
+
+def test_most_of_the_malformed_frames_are_refused() -> None:
+    refused = 0
+    for data in malformed():
+        with contextlib.suppress(PAMQPException):
+            pamqp.frame.unmarshal(data)
+            continue
+        refused += 1
+    assert refused == 4
+
+
+def receive(chunks: list[bytes], eof: bool = True) -> tuple[list[Any], BaseException | None]:
+    """Feed ``chunks`` to a ``BufferedFrameReceiver`` one by one, as the socket would;
+    the frames it yields, and what it raised instead of another (None: it waits)."""
+
+    async def main() -> tuple[list[Any], BaseException | None]:
+        reader = asyncio.StreamReader()
+        receiver = aiormq_internals.BufferedFrameReceiver(reader)
+        received: list[Any] = []
+        for chunk in chunks:
+            reader.feed_data(chunk)
+            await asyncio.sleep(0)
+        if eof:
+            reader.feed_eof()
+        try:
+            while True:
+                received.append(await asyncio.wait_for(receiver.get_frame(), 0.2))
+        except TimeoutError:
+            return received, None
+        except (Exception, StopAsyncIteration) as exc:
+            return received, exc
+
+    return asyncio.run(main())
+
+
+STREAM_FRAMES = [*FRAMES, (Heartbeat(), 0), (ContentBody(b"x" * 300_000), 5)]
+
+
+@pytest.mark.parametrize("cut", [1, 7, 1000, 1 << 20])
+def test_frames_are_read_whatever_the_reads_bring(cut: int) -> None:
+    stream = b"".join(pamqp_frame(frame, channel) for frame, channel in STREAM_FRAMES)
+    chunks = [stream[i : i + cut] for i in range(0, len(stream), cut)]
+    received, ended = receive(chunks)
+    assert isinstance(ended, StopAsyncIteration)  # the end of the stream, between frames
+    expected = [pamqp.frame.unmarshal(pamqp_frame(f, c)) for f, c in STREAM_FRAMES]
+    assert [(w, c, fields(f)) for w, c, f in received] == [
+        (w, c, fields(f)) for w, c, f in expected
+    ]
+
+
+def test_a_stream_cut_inside_a_frame_is_a_connection_error() -> None:
+    frame = pamqp_frame(spec.Basic.Ack(delivery_tag=7), 1)
+    received, ended = receive([frame + frame[:5]])
+    assert len(received) == 1
+    assert isinstance(ended, aiormq.exceptions.AMQPConnectionError)
+    assert "unexpectedly closed" in str(ended)
+
+
+def test_a_frame_without_its_end_byte_is_invalid() -> None:
+    frame = pamqp_frame(spec.Basic.Ack(delivery_tag=7), 1)
+    received, ended = receive([frame[:-1] + b"\x00"], eof=False)
+    assert received == []
+    assert isinstance(ended, aiormq.exceptions.InvalidFrameError)
+
+
+def test_a_malformed_frame_is_invalid() -> None:
+    received, ended = receive([malformed()[0]], eof=False)
+    assert received == []
+    assert isinstance(ended, aiormq.exceptions.InvalidFrameError)
+
+
+def test_a_server_answering_with_its_protocol_header_is_refused() -> None:
+    received, ended = receive([b"AM", b"QP\x00\x00\x09\x01"], eof=False)
+    assert received == []
+    assert isinstance(ended, aiormq.exceptions.ProtocolSyntaxError)
+
+
+def test_a_partial_frame_waits_for_the_rest() -> None:
+    frame = pamqp_frame(ContentBody(b"x" * 1000), 1)
+    received, ended = receive([frame[:500]], eof=False)
+    assert received == [] and ended is None
+
+
+def test_a_changed_frame_receiver_is_named() -> None:
+    class Connection:
+        async def connect(self) -> None:
+            pass
+
+    class FrameReceiver:
+        def __init__(self, reader: Any) -> None:
+            self.reader = reader
+
+    assert aiormq_internals.missing_receiver_internals(Connection, FrameReceiver) == [
+        "Connection.connect no longer reads FrameReceiver",
+        "FrameReceiver has no method get_frame",
+        "FrameReceiver.__init__ no longer sets started",
+    ]
+    assert (
+        aiormq_internals.missing_receiver_internals(
+            aiormq.connection.Connection, aiormq.connection.FrameReceiver
+        )
+        == []
+    )
+
+
+async def test_a_live_connection_reads_through_the_fast_path(amqp_url: str) -> None:
+    async with open_rabbitmq_broker(amqp_url) as broker:
+        connection = broker._publish_channel.connection
+        reader = connection._reader_task.get_coro().cr_frame.f_locals["frame_receiver"]
+        assert type(reader) is aiormq_internals.BufferedFrameReceiver

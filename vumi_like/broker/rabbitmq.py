@@ -63,7 +63,7 @@ import trio
 from aio_pika.abc import AbstractRobustChannel
 from aiormq import spec
 
-from vumi_like.broker.aiormq_internals import Batch, deliver_inline
+from vumi_like.broker.aiormq_internals import Batch, deliver_inline, read_frames_buffered
 from vumi_like.broker.base import (
     DEAD_LETTER_QUEUE,
     DELAY_PREFIX,
@@ -82,6 +82,10 @@ from vumi_like.config import QueueType, split_amqp_urls
 from vumi_like.redaction import redact_text
 
 log = structlog.get_logger(__name__)
+
+
+# Every connection this process opens reads its frames through the fast path.
+read_frames_buffered()
 
 
 async def _aiormq_channel(channel: AbstractRobustChannel) -> aiormq.Channel:
