@@ -7,8 +7,8 @@ application's outbound queue (50 publishes in flight) and times, from the first
 publish, the arrival of the last good message's ack back on the application's event
 queue: good msg/s. A **clean** run sends only those; a **mixed** run sends them the
 same way and, at the same time, ``--poison`` poison envelopes per good message from
-publishers of their own, as poison comes from other clients than the good traffic
-does. The poison cycles through the kinds the fault suite uses
+publishers of their own on a connection of their own, as poison comes from other
+clients than the good traffic does. The poison cycles through the kinds the fault suite uses
 (``tests/faults/harness.py``'s ``envelope_poisons``: not JSON, wrong types, missing
 fields, a body of ``--huge-bytes`` that is no envelope, an unknown transport, an event
 for an outbound never routed, binary, a JSON list), each dead-lettered by the worker
@@ -37,6 +37,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.faults.harness import (
+    AMQP_URL,
     Tally,
     consume_events,
     envelope_path,
@@ -48,7 +49,7 @@ from tests.faults.harness import (
     publish_all,
     take_dead_letters,
 )
-from vumi_like.broker import BrokerInspector
+from vumi_like.broker import BrokerInspector, open_inspector
 from vumi_like.messages import Event, EventType
 
 DRAIN_TIMEOUT = 120
@@ -57,6 +58,7 @@ PUBLISH_WINDOW = 50  # the good messages' publishes awaiting their confirms at o
 
 async def one_run(
     broker: BrokerInspector,
+    poison_broker: BrokerInspector,
     unique: str,
     app: str,
     transport: str,
@@ -86,8 +88,10 @@ async def one_run(
 
     async def publish() -> None:
         # The good messages' publisher is the same in both runs (PUBLISH_WINDOW confirms
-        # in flight); poison comes from publishers of its own, as it would from other
-        # clients, one per queue, each with a window in proportion to its share.
+        # in flight); poison comes from publishers of its own on a connection of its
+        # own, as it would from other clients, one per queue, each with a window in
+        # proportion to its share. (On the good messages' connection a huge body would
+        # hold back the good publishes written after it.)
         by_queue: dict[str, list[bytes]] = {}
         for queue, body in bodies:
             by_queue.setdefault(queue, []).append(body)
@@ -100,7 +104,9 @@ async def one_run(
             for queue, share in by_queue.items():
                 concurrency = max(1, round(PUBLISH_WINDOW * len(share) / count))
                 nursery.start_soon(
-                    functools.partial(publish_all, broker, queue, share, concurrency=concurrency)
+                    functools.partial(
+                        publish_all, poison_broker, queue, share, concurrency=concurrency
+                    )
                 )
 
     async with trio.open_nursery() as nursery:
@@ -120,16 +126,25 @@ async def measure(args: argparse.Namespace) -> None:
     clean: list[float] = []
     mixed: list[float] = []
     letters = 0
-    async with own_broker(queues) as broker:
+    async with own_broker(queues) as broker, open_inspector(AMQP_URL) as poison_broker:
         with fleet_in_tmp() as fleet:
             envelope_path(fleet, unique, app, transport, None)
             await fleet.wait_healthy()
-            await one_run(broker, unique, app, transport, 500, 0, 0)  # warm-up
+            await one_run(broker, poison_broker, unique, app, transport, 500, 0, 0)  # warm-up
             for round_ in range(args.rounds):
-                rate, _ = await one_run(broker, unique, app, transport, args.count, 0, 0)
+                rate, _ = await one_run(
+                    broker, poison_broker, unique, app, transport, args.count, 0, 0
+                )
                 clean.append(rate)
                 rate, poisons = await one_run(
-                    broker, unique, app, transport, args.count, args.poison, args.huge_bytes
+                    broker,
+                    poison_broker,
+                    unique,
+                    app,
+                    transport,
+                    args.count,
+                    args.poison,
+                    args.huge_bytes,
                 )
                 mixed.append(rate)
                 print(

@@ -400,3 +400,79 @@ async def test_a_live_connection_reads_through_the_fast_path(amqp_url: str) -> N
         connection = broker._publish_channel.connection
         reader = connection._reader_task.get_coro().cr_frame.f_locals["frame_receiver"]
         assert type(reader) is aiormq_internals.BufferedFrameReceiver
+
+
+# -- fast-path confirmations: settled by aiormq's reader, rejected when the channel closes
+
+
+class StandInChannel:
+    """What a fast-path confirmation and its guard use of a channel."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.number = 1
+        self.confirmations: dict[int, Any] = {}
+        self.message_id_delivery_tag: dict[str, int] = {}
+        self.futures: list[asyncio.Future[Any]] = []
+        self._loop = loop
+
+    def create_future(self) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self.futures.append(future)
+        return future
+
+
+def confirmations_on(
+    channel: StandInChannel, tags: list[int]
+) -> dict[int, list[BaseException | None]]:
+    """A confirmation of ``channel`` for each tag (guarded as ``Batch.publish`` does),
+    and what each is told, in order."""
+    told: dict[int, list[BaseException | None]] = {tag: [] for tag in tags}
+    for tag in tags:
+        aiormq_internals._guard(channel)  # type: ignore[arg-type]
+        channel.message_id_delivery_tag[f"id-{tag}"] = tag
+        channel.confirmations[tag] = aiormq_internals.Confirmation(
+            channel.message_id_delivery_tag, f"id-{tag}", tag, told[tag].append
+        )
+    return told
+
+
+def test_a_confirmation_tells_once_and_forgets_its_message_id() -> None:
+    async def main() -> None:
+        channel = StandInChannel(asyncio.get_running_loop())
+        told = confirmations_on(channel, [1, 2])
+        nacked = aiormq.exceptions.DeliveryError(None, spec.Basic.Nack(delivery_tag=2))
+        channel.confirmations.pop(1).set_result(spec.Basic.Ack(delivery_tag=1))
+        channel.confirmations[2].set_exception(nacked)
+        channel.confirmations[2].set_result(spec.Basic.Ack(delivery_tag=2))  # too late
+        assert told == {1: [None], 2: [nacked]}
+        assert channel.message_id_delivery_tag == {}
+        assert channel.confirmations[2].done()
+        assert len(channel.futures) == 1  # one guard for the channel, not one a publish
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["rejected", "cancelled"])
+def test_a_closing_channel_rejects_what_is_still_unconfirmed(how: str) -> None:
+    async def main() -> None:
+        channel = StandInChannel(asyncio.get_running_loop())
+        told = confirmations_on(channel, [1, 2, 3])
+        channel.confirmations.pop(1).set_result(spec.Basic.Ack(delivery_tag=1))
+        channel.confirmations[4] = returning = object()  # aiormq's own entry: left alone
+        (guard,) = channel.futures
+        reason = aiormq.exceptions.ChannelClosed(320, "CONNECTION_FORCED")
+        if how == "rejected":  # what aiormq's reject_all does to the channel's futures
+            guard.set_exception(reason)
+        else:
+            guard.cancel()
+        await asyncio.sleep(0)  # the guard's callback, run by the loop
+        assert told[1] == [None]
+        errors = [told[2][0], told[3][0]]
+        assert len(told[2]) == len(told[3]) == 1
+        if how == "rejected":
+            assert errors == [reason, reason]
+        else:
+            assert all(isinstance(e, aiormq.exceptions.ChannelInvalidStateError) for e in errors)
+        assert channel.confirmations == {4: returning}
+
+    asyncio.run(main())

@@ -482,12 +482,8 @@ class RabbitMQBroker(BrokerInspector):
         ):
             self._bridge.spawn(self._io_publish(publish))
 
-    def _io_confirmed(self, publish: Publish, confirmation: asyncio.Future[Any]) -> None:
+    def _io_confirmed(self, publish: Publish, error: BaseException | None) -> None:
         """aiormq settled the confirmation of a fast-path ``publish``: tell its waiter."""
-        if confirmation.cancelled():
-            error: BaseException | None = aiormq.exceptions.ChannelInvalidStateError()
-        else:
-            error = confirmation.exception()
         if error is None:
             self._bridge.to_trio_soon(publish.pending.settle, (None, None))
         elif isinstance(error, aiormq.exceptions.PublishError):
