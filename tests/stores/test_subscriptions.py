@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from tests.stores.conftest import new_message
 from vumi_like.stores import (
@@ -13,6 +14,7 @@ from vumi_like.stores import (
     hash_secret,
     verify_secret,
 )
+from vumi_like.stores.queries.webhooks import record_deliveries
 
 # -- webhooks -----------------------------------------------------------------------
 
@@ -72,6 +74,63 @@ async def test_a_delivery_is_updated_under_its_id(store: MessageStore) -> None:
     assert (done.webhook_id, done.message_id, done.status_code) == args[1:]
     assert done.updated_at > first.updated_at
     assert await store.get_delivery("d-2") is None
+
+
+async def test_records_made_as_one_are_those_made_one_after_the_other(
+    store: MessageStore,
+) -> None:
+    # How a busy dispatcher's records are written (queries.webhooks.record_deliveries).
+    [message] = await store.create_messages([new_message()])
+    hook = await store.add_webhook("acme", "https://a.example/", [], "s")
+    await store.record_delivery("d-0", hook.webhook_id, message.message_id, "SENT", "pending", 1)
+    now = store._now()
+
+    def record(
+        delivery_id: str, state: str, attempts: int, error: str | None
+    ) -> tuple[object, ...]:
+        return (
+            delivery_id,
+            hook.webhook_id,
+            message.message_id,
+            "SENT",
+            state,
+            attempts,
+            error,
+            now,
+        )
+
+    calls = [
+        record("d-1", "pending", 1, "HTTP 503"),
+        record("d-0", "delivered", 2, None),  # one recorded before
+        record("d-2", "failed", 13, "gone"),
+        record("d-1", "delivered", 2, None),  # the same delivery again, later
+    ]
+    assert await store._run(record_deliveries, calls) == [None] * 4
+    found = {d: await store.get_delivery(d) for d in ("d-0", "d-1", "d-2")}
+    assert {d: (r.state, r.attempts, r.last_error) for d, r in found.items() if r is not None} == {
+        "d-0": (DeliveryState.DELIVERED, 2, None),
+        "d-1": (DeliveryState.DELIVERED, 2, None),
+        "d-2": (DeliveryState.FAILED, 13, "gone"),
+    }
+
+
+async def test_concurrent_records_each_take_effect(store: MessageStore) -> None:
+    [message] = await store.create_messages([new_message()])
+    hook = await store.add_webhook("acme", "https://a.example/", [], "s")
+    async with trio.open_nursery() as nursery:
+        for i in range(30):
+            nursery.start_soon(
+                store.record_delivery,
+                f"d-{i}",
+                hook.webhook_id,
+                message.message_id,
+                "SENT",
+                "delivered",
+                1,
+            )
+    for i in range(30):
+        got = await store.get_delivery(f"d-{i}")
+        assert got is not None and got.state == DeliveryState.DELIVERED
 
 
 async def test_a_delivery_outlives_its_webhook(store: MessageStore) -> None:

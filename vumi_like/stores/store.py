@@ -158,7 +158,12 @@ class MessageStore:
             order=_first_argument,
             together=messages.apply_events,
         )
-        self._deliveries = Group(self._open_database, self._limiter, order=_first_argument)
+        self._deliveries = Group(
+            self._open_database,
+            self._limiter,
+            order=_first_argument,
+            together=webhooks.record_deliveries,
+        )
         self._targets = Group(self._open_database, self._limiter, read_only=True)
 
     # -- life cycle -------------------------------------------------------------------

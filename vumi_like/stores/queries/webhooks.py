@@ -129,6 +129,28 @@ def webhooks_for(conn: sa.Connection, tenant: str, status_code: str) -> list[Web
     return [hook for hook in map(_webhook, rows) if hook.wants(status_code)]
 
 
+def _delivery_row(
+    delivery_id: str,
+    webhook_id: str,
+    message_id: str,
+    status_code: str,
+    state: DeliveryState,
+    attempts: int,
+    last_error: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery_id,
+        "webhook_id": webhook_id,
+        "message_id": message_id,
+        "status_code": status_code,
+        "state": DeliveryState(state).value,
+        "attempts": attempts,
+        "last_error": last_error,
+        "updated_at": now,
+    }
+
+
 def record_delivery(
     conn: sa.Connection,
     delivery_id: str,
@@ -140,17 +162,21 @@ def record_delivery(
     last_error: str | None,
     now: datetime,
 ) -> None:
-    row = {
-        "delivery_id": delivery_id,
-        "webhook_id": webhook_id,
-        "message_id": message_id,
-        "status_code": status_code,
-        "state": DeliveryState(state).value,
-        "attempts": attempts,
-        "last_error": last_error,
-        "updated_at": now,
-    }
+    row = _delivery_row(
+        delivery_id, webhook_id, message_id, status_code, state, attempts, last_error, now
+    )
     conn.execute(_UPSERT_DELIVERY[conn.dialect.name], row)
+
+
+def record_deliveries(conn: sa.Connection, calls: list[tuple[Any, ...]]) -> list[None]:
+    """``record_delivery`` for each of ``calls`` (its arguments after the connection),
+    as one executemany of the upsert rather than one statement each (the store's
+    delivery group, ``together``). An upsert replaces every field, so of two records
+    of one delivery the later is what one after the other would leave: only it is
+    written."""
+    rows = {row["delivery_id"]: row for row in (_delivery_row(*call) for call in calls)}
+    conn.execute(_UPSERT_DELIVERY[conn.dialect.name], list(rows.values()))
+    return [None] * len(calls)
 
 
 def get_delivery(conn: sa.Connection, delivery_id: str) -> WebhookDelivery | None:
