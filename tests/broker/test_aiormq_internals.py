@@ -361,6 +361,13 @@ def test_a_malformed_frame_is_invalid() -> None:
     assert isinstance(ended, aiormq.exceptions.InvalidFrameError)
 
 
+def test_the_frames_read_before_a_malformed_one_come_first() -> None:
+    ack = pamqp_frame(spec.Basic.Ack(delivery_tag=7), 1)
+    received, ended = receive([ack + ack + malformed()[0] + ack], eof=False)
+    assert [fields(frame) for _, _, frame in received] == [fields(spec.Basic.Ack(7))] * 2
+    assert isinstance(ended, aiormq.exceptions.InvalidFrameError)
+
+
 def test_a_server_answering_with_its_protocol_header_is_refused() -> None:
     received, ended = receive([b"AM", b"QP\x00\x00\x09\x01"], eof=False)
     assert received == []

@@ -639,10 +639,15 @@ class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
         super().__init__(reader)
         self._pending = b""  # the start of a frame not all here yet
         self._frames: collections.deque[aiormq.connection.ReceivedFrame] = collections.deque()
+        # A malformed frame read after whole ones: raised once those have been taken,
+        # as aiormq's receiver, reading one frame at a time, would.
+        self._error: aiormq.exceptions.InvalidFrameError | None = None
 
     async def get_frame(self) -> aiormq.connection.ReceivedFrame:
         frames = self._frames
         while not frames:
+            if self._error is not None:
+                raise self._error
             await self._read()
         return frames.popleft()
 
@@ -676,7 +681,12 @@ class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
             if data.startswith(_PROTOCOL_HEADER):
                 raise aiormq.exceptions.ProtocolSyntaxError("Unexpected AMQP protocol header")
             self.started = True
-        self._pending = self._cut(data)
+        try:
+            self._pending = self._cut(data)
+        except aiormq.exceptions.InvalidFrameError as exc:
+            if not self._frames:
+                raise
+            self._error = exc
 
     def _cut(self, data: bytes) -> bytes:
         """Decode the whole frames at the start of ``data``; the rest, to wait for more."""
