@@ -162,7 +162,7 @@ async def measure(args: argparse.Namespace) -> None:
         f"per good message (huge ones {args.huge_bytes} bytes): clean "
         f"{statistics.median(clean):.0f} msg/s, mixed "
         f"{statistics.median(mixed):.0f} msg/s (medians of {args.rounds}); ratio "
-        f"{ratio:.2f} ({'within' if ratio >= 0.8 else 'NOT within'} 20 %); "
+        f"{ratio:.3f} ({'within' if ratio >= 0.8 else 'NOT within'} 20 %); "
         f"{letters} poison envelopes dead-lettered"
     )
 
