@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import importlib.util
 import inspect
 import re
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -481,5 +483,17 @@ def test_a_closing_channel_rejects_what_is_still_unconfirmed(how: str) -> None:
         else:
             assert all(isinstance(e, aiormq.exceptions.ChannelInvalidStateError) for e in errors)
         assert channel.confirmations == {4: returning}
+
+    asyncio.run(main())
+
+
+def test_a_guarded_channel_is_not_kept_alive_by_its_guard() -> None:
+    async def main() -> None:
+        channel = StandInChannel(asyncio.get_running_loop())
+        confirmations_on(channel, [1])
+        gone = weakref.ref(channel)
+        del channel
+        gc.collect()
+        assert gone() is None
 
     asyncio.run(main())

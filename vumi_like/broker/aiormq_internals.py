@@ -350,8 +350,14 @@ def _guard(channel: aiormq.Channel) -> None:
     if channel in _guards:
         return
     guard = _guards[channel] = channel.create_future()
+    # Weakly: the guard is the channel's entry in ``_guards``, and an entry whose value
+    # held its key would keep every channel ever guarded.
+    channel_ref = weakref.ref(channel)
 
     def closed(future: asyncio.Future[Any]) -> None:
+        channel = channel_ref()
+        if channel is None:
+            return
         error = None if future.cancelled() else future.exception()
         if not isinstance(error, BaseException):
             error = aiormq.exceptions.ChannelInvalidStateError(f"channel {channel.number} closed")
