@@ -518,7 +518,6 @@ _PROTOCOL_HEADER = b"AMQP"
 _HEARTBEAT = 8
 _CLASS_METHOD = struct.Struct(">HH")
 _LONG_LONG = struct.Struct(">Q")
-_CONTENT_HEADER = struct.Struct(">HHQH")  # class, weight, body size, property flags
 _DELIVER, _BASIC = 60, 60
 _PROPERTY_NAMES = tuple(spec.Basic.Properties.__slots__)
 _PROPERTY_DEFAULTS = {
@@ -591,13 +590,13 @@ def _decode_settle(cls: type[Any], data: bytes, at: int, end: int) -> Any:
 
 
 def _decode_header(data: bytes, at: int, end: int) -> pamqp_header.ContentHeader:
-    class_id, weight, body_size, flags = _CONTENT_HEADER.unpack_from(data, at)
+    class_id, weight, body_size, flags = _HEADER_START.unpack_from(data, at)
     if class_id != _BASIC or flags & 1:  # another class, or more flag words
         raise ValueError("not a plain Basic content header")
     properties = spec.Basic.Properties.__new__(spec.Basic.Properties)
     for name in _PROPERTY_NAMES:
         setattr(properties, name, _PROPERTY_DEFAULTS[name])
-    at += _CONTENT_HEADER.size
+    at += _HEADER_START.size
     for flag, name, decode in _PROPERTIES:
         if flags & flag:
             value, at = decode(data, at)
@@ -631,7 +630,7 @@ def decode_frame(data: bytes, start: int, end: int) -> Any:
             decode = _METHODS.get(_CLASS_METHOD.unpack_from(data, payload))
             if decode is not None:
                 return decode(data, payload + 4, stop)
-        elif kind == _HEADER and stop - payload >= _CONTENT_HEADER.size:
+        elif kind == _HEADER and stop - payload >= _HEADER_START.size:
             return _decode_header(data, payload, stop)
     except (ValueError, IndexError, struct.error):
         pass  # pamqp says what is wrong with it
@@ -660,15 +659,7 @@ class BufferedFrameReceiver(aiormq.connection.FrameReceiver):
     async def _read(self) -> None:
         try:
             chunk = await self.reader.read(_READ_SIZE)
-        except ConnectionRefusedError as exc:
-            raise aiormq.exceptions.AMQPConnectionError(
-                f"Server connection refused: {exc!r}"
-            ) from exc
-        except ConnectionResetError as exc:
-            raise aiormq.exceptions.AMQPConnectionError(
-                f"Server connection reset: {exc!r}"
-            ) from exc
-        except OSError as exc:
+        except OSError as exc:  # reset, refused, TLS...: the connection is gone
             raise aiormq.exceptions.AMQPConnectionError(
                 f"Server communication error: {exc!r}"
             ) from exc

@@ -151,21 +151,9 @@ def _delivery_row(
     }
 
 
-def record_delivery(
-    conn: sa.Connection,
-    delivery_id: str,
-    webhook_id: str,
-    message_id: str,
-    status_code: str,
-    state: DeliveryState,
-    attempts: int,
-    last_error: str | None,
-    now: datetime,
-) -> None:
-    row = _delivery_row(
-        delivery_id, webhook_id, message_id, status_code, state, attempts, last_error, now
-    )
-    conn.execute(_UPSERT_DELIVERY[conn.dialect.name], row)
+def record_delivery(conn: sa.Connection, *fields: Any) -> None:
+    """Create or update one delivery's record; ``fields`` are ``_delivery_row``'s."""
+    conn.execute(_UPSERT_DELIVERY[conn.dialect.name], _delivery_row(*fields))
 
 
 def record_deliveries(conn: sa.Connection, calls: list[tuple[Any, ...]]) -> list[None]:
