@@ -18,7 +18,7 @@ from vumi_like.connectors import (
     ReceiveOutboundConnector,
 )
 from vumi_like.messages import Event, Message
-from vumi_like.retry import RetryLater
+from vumi_like.retry import RetryLater, Unprocessable
 from vumi_like.stores import StoreUnavailable
 
 from .broker.test_contract import nothing_arrives, receive
@@ -113,6 +113,34 @@ async def test_handler_exception_dead_letters_raw_body_and_consuming_continues(
     assert line["message_id"] == first.message_id
     assert line["queue"] == f"{unique}.outbound"
     assert line["connector"] == unique
+
+
+class NoRoute(Unprocessable):
+    pass
+
+
+async def test_an_unprocessable_envelope_is_dead_lettered_with_one_warning_and_no_traceback(
+    broker: Broker, unique: str
+):
+    async def on_outbound(msg: Message) -> None:
+        raise NoRoute(f"nowhere to send {msg.to_addr}")
+
+    message = make_message("lost")
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            transport = ReceiveOutboundConnector(broker, unique, worker_name="router")
+            await transport.setup(nursery, outbound_handler=on_outbound)
+            await broker.publish(f"{unique}.outbound", message.to_json())
+            [dead] = await receive(broker, broker.dead_letter_queue, 1)
+            await transport.close()
+
+    assert dead.body == message.to_json()
+    assert dead.headers[HEADER_DL_ERROR] == "NoRoute: nowhere to send +27820000001"
+    # The dead-lettering's warning names the reason; nothing logs a traceback.
+    assert [(e["event"], e["log_level"]) for e in logs] == [("dead-lettering", "warning")]
+    assert logs[0]["error"] == "NoRoute: nowhere to send +27820000001"
+    assert logs[0]["message_id"] == message.message_id
+    assert not any("exc_info" in entry for entry in logs)
 
 
 async def test_undecodable_bodies_are_dead_lettered_with_the_reason(broker: Broker, unique: str):

@@ -63,7 +63,7 @@ from vumi_like.broker import Broker, BrokerError, Delivery
 from vumi_like.broker.base import HEADER_ATTEMPT
 from vumi_like.messages import ENVELOPE_KINDS, EnvelopeKind, Event, InvalidEnvelope, Message
 from vumi_like.metrics import QueueMetrics
-from vumi_like.retry import RetryLater, ServiceUnavailable
+from vumi_like.retry import RetryLater, ServiceUnavailable, Unprocessable
 from vumi_like.sentry import report_exception
 from vumi_like.validation import describe_validation_error
 
@@ -259,13 +259,16 @@ class BaseConnector:
             return
         except Exception as exc:
             metrics.failed.inc()
-            log.exception(
-                "handler failed",
-                connector=self.name,
-                queue=delivery.queue,
-                **_envelope_ids(envelope),
-            )
-            report_exception(exc)
+            # Unprocessable has a reason, which the dead-lettering's warning gives:
+            # anything else is a bug, worth its traceback.
+            if not isinstance(exc, Unprocessable):
+                log.exception(
+                    "handler failed",
+                    connector=self.name,
+                    queue=delivery.queue,
+                    **_envelope_ids(envelope),
+                )
+                report_exception(exc)
             error = f"{type(exc).__name__}: {exc}"
             await self._dead_letter(delivery, error, metrics, _envelope_ids(envelope))
             return

@@ -38,6 +38,7 @@ __all__ = [
     "RetryPolicy",
     "RetrySettings",
     "ServiceUnavailable",
+    "Unprocessable",
     "retry_after_seconds",
 ]
 
@@ -67,7 +68,18 @@ class ServiceUnavailable(Exception):
     """
 
 
-class RetriesExhausted(Exception):
+class Unprocessable(Exception):
+    """Raised by a handler for an envelope it can never handle, for a reason it knows.
+
+    The envelope goes to the dead-letter queue with this reason, and the log says so in
+    one warning line. It is not a bug in the worker: unlike any other exception from a
+    handler, it is logged without a traceback and not reported to Sentry. (Poison in
+    the stream, an event for a message nobody knows, would otherwise cost a formatted
+    traceback each, and bury the worker's real errors among them.)
+    """
+
+
+class RetriesExhausted(Unprocessable):
     """The last attempt allowed failed too; the envelope goes to the dead-letter queue."""
 
 

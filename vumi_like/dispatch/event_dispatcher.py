@@ -69,7 +69,13 @@ from vumi_like.messaging.webhooks import (
     webhook_jobs,
 )
 from vumi_like.metrics import REGISTRY
-from vumi_like.retry import RetriesExhausted, RetryLater, RetrySettings, retry_after_seconds
+from vumi_like.retry import (
+    RetriesExhausted,
+    RetryLater,
+    RetrySettings,
+    Unprocessable,
+    retry_after_seconds,
+)
 from vumi_like.stores import (
     AlreadyExists,
     DeliveryState,
@@ -142,11 +148,11 @@ class EventDispatcherConfig(BaseConfig, ChannelsSettings, StoreSettings, RetrySe
         return self.webhook_queue or f"{self.connector_name}.webhooks"
 
 
-class UnknownMessage(Exception):
+class UnknownMessage(Unprocessable):
     """An event for a message the store does not know: dead-lettered with this reason."""
 
 
-class UnownedInbound(Exception):
+class UnownedInbound(Unprocessable):
     """An inbound message no tenant owns: dead-lettered with this reason."""
 
 

@@ -25,12 +25,13 @@ from pydantic import Field, field_validator, model_validator
 from vumi_like.caches import MessageCache, MessageCacheSettings
 from vumi_like.config import BaseConfig, ConfigModel
 from vumi_like.messages import Event, Message
+from vumi_like.retry import Unprocessable
 from vumi_like.worker import BaseWorker
 
 _SENDER = "connector"
 
 
-class RoutingError(Exception):
+class RoutingError(Unprocessable):
     """The router has nowhere to send an envelope; it is dead-lettered with this reason."""
 
 

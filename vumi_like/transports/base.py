@@ -45,7 +45,7 @@ from pydantic import BaseModel, Field
 from vumi_like.caches import CacheError, MessageCache, MessageCacheSettings
 from vumi_like.config import BaseConfig
 from vumi_like.messages import DeliveryStatus, Event, Message
-from vumi_like.retry import RetryLater, RetryPolicy, RetrySettings
+from vumi_like.retry import RetryLater, RetryPolicy, RetrySettings, Unprocessable
 from vumi_like.transports.outcomes import (
     PermanentFailure,
     ProviderUnavailable,
@@ -97,7 +97,7 @@ class UnmatchedReport(BaseModel):
     transport_metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class UnmatchedReportError(Exception):
+class UnmatchedReportError(Unprocessable):
     """No message was ever found for a delivery report's provider id."""
 
 

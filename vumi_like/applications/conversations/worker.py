@@ -23,6 +23,7 @@ from vumi_like.applications.conversations.wire import (
 from vumi_like.errors import store_unavailable_response
 from vumi_like.messages import Event, Message
 from vumi_like.metrics import REGISTRY
+from vumi_like.retry import Unprocessable
 from vumi_like.stores import (
     ChannelStatus,
     ConversationMessageStatus,
@@ -47,7 +48,7 @@ VCS_CALLS = Counter(
 _CLOSED = frozenset({ChannelStatus.BLOCKED, ChannelStatus.DELETED})
 
 
-class ConversationError(Exception):
+class ConversationError(Unprocessable):
     """An envelope or job that cannot be handled; it is dead-lettered with this reason."""
 
 

@@ -28,7 +28,7 @@ from vumi_like.caches import CacheError, MessageCache
 from vumi_like.errors import ProblemError
 from vumi_like.messages import Event, EventType, Message, SessionEvent
 from vumi_like.metrics import REGISTRY
-from vumi_like.retry import retry_after_seconds
+from vumi_like.retry import Unprocessable, retry_after_seconds
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker, PublishFailed
 
@@ -45,7 +45,7 @@ TURN_POSTS = Counter(
 _RETRYABLE_STATUSES = frozenset({408, 429})
 
 
-class TurnPostFailed(Exception):
+class TurnPostFailed(Unprocessable):
     """A POST to Turn failed for good; the envelope is dead-lettered with this reason."""
 
 
