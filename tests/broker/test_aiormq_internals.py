@@ -393,6 +393,7 @@ def test_a_changed_frame_receiver_is_named() -> None:
 
     assert aiormq_internals.missing_receiver_internals(Connection, FrameReceiver) == [
         "Connection.connect no longer reads FrameReceiver",
+        "Connection's reader no longer puts frames on channel.frames",
         "FrameReceiver has no method get_frame",
         "FrameReceiver.__init__ no longer sets started",
     ]
@@ -422,7 +423,15 @@ class StandInChannel:
         self.confirmations: dict[int, Any] = {}
         self.message_id_delivery_tag: dict[str, int] = {}
         self.futures: list[asyncio.Future[Any]] = []
+        self.frames: asyncio.Queue[Any] = asyncio.Queue()
         self._loop = loop
+
+    # What ``deliver_inline`` wires up for the deliveries its channel's reader reads.
+    async def _Channel__get_content_header(self) -> Any:
+        raise AssertionError("read by the channel's reader, not here")
+
+    async def _read_content(self, frame: Any, header: Any) -> Any:
+        raise AssertionError("read by the channel's reader, not here")
 
     def create_future(self) -> asyncio.Future[Any]:
         future = self._loop.create_future()
@@ -497,3 +506,85 @@ def test_a_guarded_channel_is_not_kept_alive_by_its_guard() -> None:
         assert gone() is None
 
     asyncio.run(main())
+
+
+# -- a delivery's frames, gathered as the connection reads them
+
+
+def deliver(tag: int) -> spec.Basic.Deliver:
+    return spec.Basic.Deliver(consumer_tag="c", delivery_tag=tag, routing_key="q")
+
+
+def content(body: bytes, *, parts: int = 1) -> list[Any]:
+    """A content header for ``body`` and ``body`` in ``parts`` body frames."""
+    size = -(-len(body) // parts) if body else 1
+    return [
+        ContentHeader(body_size=len(body), properties=spec.Basic.Properties()),
+        *(ContentBody(body[at : at + size]) for at in range(0, len(body), size)),
+    ]
+
+
+def run_inline(frames: list[Any], *, queued_first: list[Any] = ()) -> tuple[Any, list[Any]]:
+    """Put ``frames`` through a channel's inline frames, with ``queued_first`` already
+    on its queue; the channel (``delivered``) and what was queued."""
+
+    async def main() -> tuple[Any, list[Any]]:
+        channel = StandInChannel(asyncio.get_running_loop())
+        delivered: list[Any] = []
+        channel.delivered = delivered  # type: ignore[attr-defined]
+        for frame in queued_first:
+            channel.frames.put_nowait((0, frame))
+        aiormq_internals.deliver_inline(channel, delivered.append)  # type: ignore[arg-type]
+        for frame in frames:
+            await channel.frames.put((1, frame))
+        queued = []
+        while not channel.frames.empty():
+            queued.append(channel.frames.get_nowait()[1])
+        return channel, queued
+
+    return asyncio.run(main())
+
+
+def test_a_delivery_is_handed_over_as_its_last_body_frame_arrives() -> None:
+    frames = [deliver(1), *content(b"hello world", parts=3), deliver(2), *content(b"")]
+    channel, queued = run_inline(frames)
+    assert queued == []
+    assert [(m.delivery.delivery_tag, m.body) for m in channel.delivered] == [
+        (1, b"hello world"),
+        (2, b""),
+    ]
+    assert channel.delivered[0].header is frames[1]
+    assert all(m.channel is channel for m in channel.delivered)
+
+
+def test_a_delivery_behind_queued_frames_is_queued_in_order() -> None:
+    """Frames still queued (a delivery the reader has yet to take, here): the next
+    delivery waits its turn, for the channel's reader."""
+    earlier = [deliver(1), *content(b"first")]
+    frames = [deliver(2), *content(b"second")]
+    channel, queued = run_inline(frames, queued_first=earlier)
+    assert queued == [*earlier, *frames]
+    assert channel.delivered == []
+
+
+def test_other_frames_go_on_the_queue() -> None:
+    others = [spec.Basic.ConsumeOk(consumer_tag="c"), spec.Channel.Close(reply_code=320)]
+    channel, queued = run_inline(others)
+    assert queued == others
+    assert channel.delivered == []
+
+
+def test_a_delivery_broken_off_goes_to_the_reader_as_it_came() -> None:
+    """A frame that is no part of the content between: the reader gets it all, in
+    order, and fails on it as aiormq does."""
+    header, body = content(b"abcdef", parts=2)[:2]
+    close = spec.Channel.Close(reply_code=505)
+    channel, queued = run_inline([deliver(7), header, body, close])
+    assert channel.delivered == []
+    assert [type(f) for f in queued] == [
+        spec.Basic.Deliver,
+        ContentHeader,
+        ContentBody,
+        spec.Channel.Close,
+    ]
+    assert queued[0].delivery_tag == 7 and queued[2].value == b"abc"
