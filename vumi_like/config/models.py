@@ -246,7 +246,9 @@ class BaseConfig(ConfigModel):
         default=20, ge=1, description="Deliveries prefetched and handled at once, per connector."
     )
     sentry_dsn: str | None = Field(
-        default=None, description="Sentry DSN; errors logged with a traceback are reported there."
+        default=None,
+        description="Sentry DSN; errors logged with a traceback are reported there (a "
+        "handler's `Unprocessable`, a known reason, is not).",
     )
     http_bind: str | None = Field(
         default=None,
