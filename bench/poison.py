@@ -7,14 +7,15 @@ application's outbound queue (50 publishes in flight) and times, from the first
 publish, the arrival of the last good message's ack back on the application's event
 queue: good msg/s. A **clean** run sends only those; a **mixed** run sends them the
 same way and, at the same time, ``--poison`` poison envelopes per good message from
-publishers of their own on a connection of their own, as poison comes from other
-clients than the good traffic does. The poison cycles through the kinds the fault suite uses
-(``tests/faults/harness.py``'s ``envelope_poisons``: not JSON, wrong types, missing
-fields, a body of ``--huge-bytes`` that is no envelope, an unknown transport, an event
-for an outbound never routed, binary, a JSON list), each dead-lettered by the worker
-it reaches. Clean and mixed runs alternate ``--rounds``
-times on the same processes; the medians and their ratio are printed (the target:
-mixed within 20 % of clean, a ratio of 0.8 or more).
+a client process of its own (one publisher per queue, each with a window in proportion
+to its share), as poison comes from other clients than the good traffic does: the
+process that times the good messages does not also produce the poison. The poison
+cycles through the kinds the fault suite uses (``tests/faults/harness.py``'s
+``envelope_poisons``: not JSON, wrong types, missing fields, a body of ``--huge-bytes``
+that is no envelope, an unknown transport, an event for an outbound never routed,
+binary, a JSON list), each dead-lettered by the worker it reaches. Clean and mixed runs
+alternate ``--rounds`` times on the same processes; the medians and their ratio are
+printed (the target: mixed within 20 % of clean, a ratio of 0.8 or more).
 
     python bench/poison.py [--count 5000] [--poison 0.25] [--rounds 3] [--huge-bytes N]
 
@@ -30,6 +31,7 @@ import statistics
 import sys
 import uuid
 from pathlib import Path
+from subprocess import PIPE
 
 import trio
 
@@ -47,7 +49,7 @@ from tests.faults.harness import (
     outbound,
     own_broker,
     publish_all,
-    take_dead_letters,
+    wait_for_letters,
 )
 from vumi_like.broker import BrokerInspector, open_inspector
 from vumi_like.messages import Event, EventType
@@ -56,68 +58,88 @@ DRAIN_TIMEOUT = 120
 PUBLISH_WINDOW = 50  # the good messages' publishes awaiting their confirms at once
 
 
-async def one_run(
-    broker: BrokerInspector,
-    poison_broker: BrokerInspector,
-    unique: str,
-    app: str,
-    transport: str,
-    count: int,
-    poison: float,
-    huge_bytes: int,
-) -> tuple[float, int]:
-    """Good msg/s, and how many poison envelopes went with them."""
-    tag = uuid.uuid4().hex[:6]
-    good = [outbound(f"{unique} {tag}", i, transport) for i in range(count)]
-    acks = Tally(sent={m.message_id for m in good})
-    kinds = envelope_poisons(app, transport)
-    good_bodies = [message.to_json() for message in good]
-    bodies: list[tuple[str, bytes]] = []  # the poison, by queue
+def poison_bodies(app: str, transport: str, count: int, poison: float, huge_bytes: int):
+    """The poison sent with ``count`` good messages, by queue, in the order it is sent."""
+    names = [kind.what for kind in envelope_poisons(app, transport)]
+    by_queue: dict[str, list[bytes]] = {}
     poisons, owed = 0, 0.0
     for n in range(count):
         owed += poison
         while owed >= 1:
-            kind = envelope_poisons(app, transport, n, huge_bytes)[poisons % len(kinds)]
-            bodies.append((kind.queue, kind.body))
+            name = names[poisons % len(names)]
+            size = huge_bytes if name.startswith("huge") else 0  # only the one built is sent
+            kind = envelope_poisons(app, transport, n, size)[poisons % len(names)]
+            by_queue.setdefault(kind.queue, []).append(kind.body)
             poisons += 1
             owed -= 1
+    return by_queue
+
+
+async def poison_client(args: argparse.Namespace) -> None:
+    """The poison's own client: connect, say ``ready``, publish on ``go``, say ``done``."""
+    by_queue = poison_bodies(args.app, args.transport, args.count, args.poison, args.huge_bytes)
+    async with open_inspector(AMQP_URL) as broker:
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.readline)
+        async with trio.open_nursery() as nursery:
+            for queue, share in by_queue.items():
+                concurrency = max(1, round(PUBLISH_WINDOW * len(share) / args.count))
+                nursery.start_soon(
+                    functools.partial(publish_all, broker, queue, share, concurrency=concurrency)
+                )
+    print("done", sum(map(len, by_queue.values())), flush=True)
+
+
+async def read_line(stream: trio.abc.ReceiveStream) -> str:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await stream.receive_some(1)
+        if not chunk:
+            raise RuntimeError("the poison client exited early")
+        line += chunk
+    return line.decode().strip()
+
+
+async def one_run(
+    broker: BrokerInspector, app: str, transport: str, count: int, poison: float, huge_bytes: int
+) -> tuple[float, int]:
+    """Good msg/s, and how many poison envelopes went with them."""
+    tag = uuid.uuid4().hex[:6]
+    good = [outbound(f"{app} {tag}", i, transport) for i in range(count)]
+    acks = Tally(sent={m.message_id for m in good})
+    good_bodies = [message.to_json() for message in good]
 
     def on_event(event: Event) -> None:
         if event.event_type == EventType.ACK:
             acks.arrive(event.user_message_id)
 
-    async def publish() -> None:
-        # The good messages' publisher is the same in both runs (PUBLISH_WINDOW confirms
-        # in flight); poison comes from publishers of its own on a connection of its
-        # own, as it would from other clients, one per queue, each with a window in
-        # proportion to its share. (On the good messages' connection a huge body would
-        # hold back the good publishes written after it.)
-        by_queue: dict[str, list[bytes]] = {}
-        for queue, body in bodies:
-            by_queue.setdefault(queue, []).append(body)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                functools.partial(
-                    publish_all, broker, f"{app}.outbound", good_bodies, concurrency=PUBLISH_WINDOW
-                )
-            )
-            for queue, share in by_queue.items():
-                concurrency = max(1, round(PUBLISH_WINDOW * len(share) / count))
-                nursery.start_soon(
-                    functools.partial(
-                        publish_all, poison_broker, queue, share, concurrency=concurrency
-                    )
-                )
-
+    client = [sys.executable, __file__, "--client", app, transport]
+    client += [f"--count={count}", f"--poison={poison}", f"--huge-bytes={huge_bytes}"]
     async with trio.open_nursery() as nursery:
         await nursery.start(consume_events, broker, f"{app}.event", on_event)
+        process = None
+        if poison:
+            process = await nursery.start(
+                functools.partial(trio.run_process, client, stdin=PIPE, stdout=PIPE)
+            )
+            assert await read_line(process.stdout) == "ready"
+            await process.stdin.send_all(b"go\n")
         start = trio.current_time()
-        nursery.start_soon(publish)
+        nursery.start_soon(
+            functools.partial(
+                publish_all, broker, f"{app}.outbound", good_bodies, concurrency=PUBLISH_WINDOW
+            )
+        )
         with trio.fail_after(DRAIN_TIMEOUT):
             await acks.wait_all()
         elapsed = trio.current_time() - start
+        poisons = "0"
+        if process is not None:
+            with trio.fail_after(DRAIN_TIMEOUT):
+                done, poisons = (await read_line(process.stdout)).split()
+                assert done == "done" and await process.wait() == 0
         nursery.cancel_scope.cancel()
-    return count / elapsed, poisons
+    return count / elapsed, int(poisons)
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -126,36 +148,26 @@ async def measure(args: argparse.Namespace) -> None:
     clean: list[float] = []
     mixed: list[float] = []
     letters = 0
-    async with own_broker(queues) as broker, open_inspector(AMQP_URL) as poison_broker:
+    async with own_broker(queues) as broker:
         with fleet_in_tmp() as fleet:
             envelope_path(fleet, unique, app, transport, None)
             await fleet.wait_healthy()
-            await one_run(broker, poison_broker, unique, app, transport, 500, 0, 0)  # warm-up
+            await one_run(broker, app, transport, 500, 0, 0)  # warm-up
             for round_ in range(args.rounds):
-                rate, _ = await one_run(
-                    broker, poison_broker, unique, app, transport, args.count, 0, 0
-                )
+                rate, _ = await one_run(broker, app, transport, args.count, 0, 0)
                 clean.append(rate)
                 rate, poisons = await one_run(
-                    broker,
-                    poison_broker,
-                    unique,
-                    app,
-                    transport,
-                    args.count,
-                    args.poison,
-                    args.huge_bytes,
+                    broker, app, transport, args.count, args.poison, args.huge_bytes
                 )
                 mixed.append(rate)
+                # Its dead letters, taken before the next run, which a queue of them
+                # growing from round to round would slow.
+                letters += len(await wait_for_letters(broker, unique, poisons, 120))
                 print(
                     f"round {round_ + 1}: clean {clean[-1]:.0f} good msg/s, mixed "
                     f"{mixed[-1]:.0f} good msg/s ({poisons} poison envelopes)",
                     flush=True,
                 )
-            with trio.move_on_after(10):
-                while letters < args.rounds * poisons:
-                    letters += len(await take_dead_letters(broker, unique))
-                    await trio.sleep(0.5)
     ratio = statistics.median(mixed) / statistics.median(clean)
     print(
         f"router + simulator, {args.count} good messages per run, {args.poison:g} poison "
@@ -180,7 +192,14 @@ def main() -> None:
         default=1_000_000,
         help="size of the huge poison body (one poison kind in eight)",
     )
-    trio.run(measure, parser.parse_args())
+    # The poison's client process (see one_run): the run's queues, given by the parent.
+    parser.add_argument("--client", nargs=2, metavar=("APP", "TRANSPORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        args.app, args.transport = args.client
+        trio.run(poison_client, args)
+    else:
+        trio.run(measure, args)
 
 
 if __name__ == "__main__":

@@ -224,9 +224,13 @@ class Tally:
     sent: set[str] = attrs.field(factory=set)
     arrived: Counter[str] = attrs.field(factory=Counter)
     changed: trio.Event = attrs.field(factory=trio.Event)
+    # Every arrival in order, so a waiter looks only at those since it last looked: one
+    # set difference per arrival would make a wait for n ids cost n squared.
+    log: list[str] = attrs.field(factory=list)
 
     def arrive(self, key: str) -> None:
         self.arrived[key] += 1
+        self.log.append(key)
         self.changed.set()
         self.changed = trio.Event()
 
@@ -245,13 +249,15 @@ class Tally:
     async def wait_all(self) -> None:
         """Until every id sent has arrived. Callers bound it with ``move_on_after`` and
         then check ``missing``, which names what did not arrive."""
-        while self.missing:
-            await self.changed.wait()
+        await self.wait_count(len(self.sent))
 
     async def wait_count(self, count: int) -> None:
         """Until ``count`` of the ids sent have arrived."""
-        while len(self.arrived.keys() & self.sent) < count:
+        missing, seen = self.missing, len(self.log)
+        while len(self.sent) - len(missing) < count:
             await self.changed.wait()
+            missing.difference_update(self.log[seen:])
+            seen = len(self.log)
 
     def report(self, what: str) -> str:
         return (
