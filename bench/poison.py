@@ -15,7 +15,11 @@ cycles through the kinds the fault suite uses (``tests/faults/harness.py``'s
 that is no envelope, an unknown transport, an event for an outbound never routed,
 binary, a JSON list), each dead-lettered by the worker it reaches. Clean and mixed runs
 alternate ``--rounds`` times on the same processes; the medians and their ratio are
-printed (the target: mixed within 20 % of clean, a ratio of 0.8 or more).
+printed (the target: mixed within 20 % of clean, a ratio of 0.8 or more). Each round
+also prints the CPU milliseconds per good message that the router, the transport and
+this script spent from the first publish to the last ack (from /proc/<pid>/stat), and
+in a mixed run the poison client's for publishing its poison: what the poison costs,
+and where. RabbitMQ's share is not in it.
 
     python bench/poison.py [--count 5000] [--poison 0.25] [--rounds 3] [--huge-bytes N]
 
@@ -27,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
+import time
 import uuid
 from pathlib import Path
 from subprocess import PIPE
@@ -38,8 +44,10 @@ import trio
 # The fault suite's harness (worker processes, poison) is this script's too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.api_pipeline import cpu_seconds
 from tests.faults.harness import (
     AMQP_URL,
+    Fleet,
     Tally,
     consume_events,
     envelope_path,
@@ -81,13 +89,14 @@ async def poison_client(args: argparse.Namespace) -> None:
     async with open_inspector(AMQP_URL) as broker:
         print("ready", flush=True)
         await trio.to_thread.run_sync(sys.stdin.readline)
+        started = time.process_time()
         async with trio.open_nursery() as nursery:
             for queue, share in by_queue.items():
                 concurrency = max(1, round(PUBLISH_WINDOW * len(share) / args.count))
                 nursery.start_soon(
                     functools.partial(publish_all, broker, queue, share, concurrency=concurrency)
                 )
-    print("done", sum(map(len, by_queue.values())), flush=True)
+    print("done", sum(map(len, by_queue.values())), time.process_time() - started, flush=True)
 
 
 async def read_line(stream: trio.abc.ReceiveStream) -> str:
@@ -100,10 +109,27 @@ async def read_line(stream: trio.abc.ReceiveStream) -> str:
     return line.decode().strip()
 
 
+def cpu_now(fleet: Fleet) -> dict[str, float]:
+    """CPU seconds so far of each worker and of this script."""
+    pids = {name: worker.process.pid for name, worker in fleet.workers.items() if worker.process}
+    return {
+        **{name: cpu_seconds(pid) for name, pid in pids.items()},
+        "script": cpu_seconds(os.getpid()),
+    }
+
+
 async def one_run(
-    broker: BrokerInspector, app: str, transport: str, count: int, poison: float, huge_bytes: int
-) -> tuple[float, int]:
-    """Good msg/s, and how many poison envelopes went with them."""
+    broker: BrokerInspector,
+    fleet: Fleet,
+    app: str,
+    transport: str,
+    count: int,
+    poison: float,
+    huge_bytes: int,
+) -> tuple[float, int, dict[str, float]]:
+    """Good msg/s, how many poison envelopes went with them, and the CPU milliseconds
+    per good message each process spent from the first publish to the last ack (the
+    poison client's: publishing it all)."""
     tag = uuid.uuid4().hex[:6]
     good = [outbound(f"{app} {tag}", i, transport) for i in range(count)]
     acks = Tally(sent={m.message_id for m in good})
@@ -124,7 +150,7 @@ async def one_run(
             )
             assert await read_line(process.stdout) == "ready"
             await process.stdin.send_all(b"go\n")
-        start = trio.current_time()
+        start, cpu_before = trio.current_time(), cpu_now(fleet)
         nursery.start_soon(
             functools.partial(
                 publish_all, broker, f"{app}.outbound", good_bodies, concurrency=PUBLISH_WINDOW
@@ -133,13 +159,20 @@ async def one_run(
         with trio.fail_after(DRAIN_TIMEOUT):
             await acks.wait_all()
         elapsed = trio.current_time() - start
-        poisons = "0"
+        cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_now(fleet).items()}
         if process is not None:
             with trio.fail_after(DRAIN_TIMEOUT):
-                done, poisons = (await read_line(process.stdout)).split()
+                done, poisons, client_cpu = (await read_line(process.stdout)).split()
                 assert done == "done" and await process.wait() == 0
+            cpu["poison client"] = float(client_cpu)
         nursery.cancel_scope.cancel()
-    return count / elapsed, int(poisons)
+    per_message = {name: seconds * 1000 / count for name, seconds in cpu.items()}
+    return count / elapsed, int(poisons) if process else 0, per_message
+
+
+def cpu_line(per_message: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in per_message.items())
+    return f"{sum(per_message.values()):.2f} ({parts})"
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -152,12 +185,12 @@ async def measure(args: argparse.Namespace) -> None:
         with fleet_in_tmp() as fleet:
             envelope_path(fleet, unique, app, transport, None)
             await fleet.wait_healthy()
-            await one_run(broker, app, transport, 500, 0, 0)  # warm-up
+            await one_run(broker, fleet, app, transport, 500, 0, 0)  # warm-up
             for round_ in range(args.rounds):
-                rate, _ = await one_run(broker, app, transport, args.count, 0, 0)
+                rate, _, clean_cpu = await one_run(broker, fleet, app, transport, args.count, 0, 0)
                 clean.append(rate)
-                rate, poisons = await one_run(
-                    broker, app, transport, args.count, args.poison, args.huge_bytes
+                rate, poisons, mixed_cpu = await one_run(
+                    broker, fleet, app, transport, args.count, args.poison, args.huge_bytes
                 )
                 mixed.append(rate)
                 # Its dead letters, taken before the next run, which a queue of them
@@ -165,7 +198,8 @@ async def measure(args: argparse.Namespace) -> None:
                 letters += len(await wait_for_letters(broker, unique, poisons, 120))
                 print(
                     f"round {round_ + 1}: clean {clean[-1]:.0f} good msg/s, mixed "
-                    f"{mixed[-1]:.0f} good msg/s ({poisons} poison envelopes)",
+                    f"{mixed[-1]:.0f} good msg/s ({poisons} poison envelopes); CPU ms per good "
+                    f"message: clean {cpu_line(clean_cpu)}, mixed {cpu_line(mixed_cpu)}",
                     flush=True,
                 )
     ratio = statistics.median(mixed) / statistics.median(clean)
