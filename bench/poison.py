@@ -66,7 +66,9 @@ DRAIN_TIMEOUT = 120
 PUBLISH_WINDOW = 50  # the good messages' publishes awaiting their confirms at once
 
 
-def poison_bodies(app: str, transport: str, count: int, poison: float, huge_bytes: int):
+def poison_bodies(
+    app: str, transport: str, count: int, poison: float, huge_bytes: int
+) -> dict[str, list[bytes]]:
     """The poison sent with ``count`` good messages, by queue, in the order it is sent."""
     names = [kind.what for kind in envelope_poisons(app, transport)]
     by_queue: dict[str, list[bytes]] = {}
@@ -160,14 +162,15 @@ async def one_run(
             await acks.wait_all()
         elapsed = trio.current_time() - start
         cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_now(fleet).items()}
+        poisons = 0
         if process is not None:
             with trio.fail_after(DRAIN_TIMEOUT):
-                done, poisons, client_cpu = (await read_line(process.stdout)).split()
+                done, sent, client_cpu = (await read_line(process.stdout)).split()
                 assert done == "done" and await process.wait() == 0
-            cpu["poison client"] = float(client_cpu)
+            poisons, cpu["poison client"] = int(sent), float(client_cpu)
         nursery.cancel_scope.cancel()
     per_message = {name: seconds * 1000 / count for name, seconds in cpu.items()}
-    return count / elapsed, int(poisons) if process else 0, per_message
+    return count / elapsed, poisons, per_message
 
 
 def cpu_line(per_message: dict[str, float]) -> str:
