@@ -6,6 +6,7 @@ while it is idle, answer slowly or at length, or speak TLS.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -202,6 +203,131 @@ async def test_a_receiver_speaking_something_else_is_a_post_failure(poster: Post
         with pytest.raises(PostFailed):
             await poster.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def raw_server(
+    answers: list[bytes], *, close_after_each: bool = False
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A receiver writing ``answers[n]`` as it is, bytes and all, to the n-th request
+    (read up to its end by Content-Length); yields its URL and the connection each
+    request came on."""
+    came_on: list[int] = []
+    connections = 0
+
+    async def serve(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        number, data = connections, b""
+        with contextlib.suppress(trio.BrokenResourceError):
+            while len(came_on) < len(answers):
+                while b"\r\n\r\n" not in data:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(data) < length:
+                    data += await stream.receive_some(65536)
+                data = data[length:]
+                came_on.append(number)
+                await stream.send_all(answers[len(came_on) - 1])
+                if close_after_each:
+                    break
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        try:
+            yield f"http://127.0.0.1:{listener.socket.getsockname()[1]}/hook", came_on
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def test_informational_answers_are_passed_over_for_the_final_one(poster: Poster):
+    answers = [
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nslow",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ]
+    async with raw_server(answers) as (url, came_on):
+        first = await poster.post(url, b"{}", {})
+        second = await poster.post(url, b"{}", {})
+    assert (first.status, first.headers, first.body) == (
+        429,
+        {"retry-after": "7", "content-length": "4"},
+        b"slow",
+    )
+    assert second.status == 204
+    assert came_on == [1, 1]  # kept alive through both
+
+
+async def test_a_chunked_answer_is_read_whole_and_its_connection_kept(poster: Poster):
+    answers = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ]
+    async with raw_server(answers) as (url, came_on):
+        assert (await poster.post(url, b"{}", {})).body == b"abcde"
+        assert (await poster.post(url, b"{}", {})).status == 204
+    assert came_on == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", id="close"
+        ),
+        pytest.param(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", id="http-1.0"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", id="more"
+        ),
+    ],
+)
+async def test_a_connection_the_answer_does_not_leave_reusable_is_not_kept(
+    poster: Poster, answer: bytes
+):
+    async with raw_server([answer, b"HTTP/1.1 204 No Content\r\n\r\n"]) as (url, came_on):
+        first = await poster.post(url, b"{}", {})
+        second = await poster.post(url, b"{}", {})
+    assert (first.status, first.body, second.status) == (200, b"ok", 204)
+    assert came_on == [1, 2]
+
+
+async def test_an_answer_ending_at_close_is_read_to_the_close(poster: Poster):
+    answers = [b"HTTP/1.1 200 OK\r\n\r\nall of it"]
+    async with raw_server(answers, close_after_each=True) as (url, _):
+        answer = await poster.post(url, b"{}", {})
+    assert (answer.status, answer.body) == (200, b"all of it")
+
+
+async def test_an_answer_cut_short_is_a_post_failure(poster: Poster):
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok"]
+    async with raw_server(answers, close_after_each=True) as (url, _):
+        with pytest.raises(PostFailed, match="closed mid-answer"):
+            await poster.post(url, b"{}", {})
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Id": "1\r\nX-Injected: yes"}, {"X Id": "1"}, {"X-Id": "nul\x00"}],
+)
+async def test_a_header_http_cannot_carry_is_refused_before_anything_is_sent(
+    poster: Poster, headers: dict[str, str]
+):
+    async with raw_server([b"HTTP/1.1 204 No Content\r\n\r\n"]) as (url, came_on):
+        with pytest.raises(ValueError, match="not a header HTTP can carry"):
+            await poster.post(url, b"{}", headers)
+    assert came_on == []
+
+
+async def test_a_url_whose_path_would_break_the_request_line_is_a_post_failure(poster: Poster):
+    with pytest.raises(PostFailed, match="not a URL a request can name"):
+        await poster.post("http://127.0.0.1:9/ho ok HTTP/1.1\r\nX: y", b"{}", {})
 
 
 async def test_not_an_http_url_is_a_post_failure(poster: Poster):
