@@ -254,7 +254,7 @@ class _Request:
     """httptools' callbacks: the bodies of the requests read whole so far."""
 
     def __init__(self) -> None:
-        self.parser: httptools.HttpRequestParser | None = None
+        self.parser = httptools.HttpRequestParser(self)
         self.body = bytearray()
         self.bodies: list[bytes] = []
         self.keep_alive = True
@@ -263,7 +263,6 @@ class _Request:
         self.body.clear()
 
     def on_headers_complete(self) -> None:
-        assert self.parser is not None
         self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
@@ -299,10 +298,9 @@ class WebhookReceiver:
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         request = _Request()
-        parser = request.parser = httptools.HttpRequestParser(request)
         with contextlib.suppress(httptools.HttpParserError, trio.BrokenResourceError):
             while chunk := await stream.receive_some(65536):
-                parser.feed_data(chunk)
+                request.parser.feed_data(chunk)
                 if not request.bodies:
                     continue
                 for body in request.bodies:
