@@ -198,6 +198,37 @@ async def test_delivery_is_not_acked_before_its_handler_returns(broker: Broker, 
     assert again.redelivered
 
 
+async def test_a_handler_asking_is_told_whether_the_broker_redelivered_its_envelope(
+    broker: Broker, unique: str
+):
+    seen: list[tuple[int, bool]] = []
+    started = trio.Event()
+    again = trio.Event()
+
+    async def handle(msg: Message, redelivered: bool, attempt: int) -> None:
+        seen.append((attempt, redelivered))
+        if not redelivered:
+            started.set()
+            await trio.sleep_forever()
+        again.set()
+
+    async with trio.open_nursery() as nursery:
+        first = ReceiveOutboundConnector(broker, unique, shutdown_timeout=0.1)
+        await first.setup(nursery, outbound_handler=handle)
+        await broker.publish(f"{unique}.outbound", make_message().to_json())
+        with trio.fail_after(10):
+            await started.wait()
+        # Stopped mid-handler, as a worker that dies is: the broker hands it out again.
+        await first.close()
+        second = ReceiveOutboundConnector(broker, unique)
+        await second.setup(nursery, outbound_handler=handle)
+        with trio.fail_after(10):
+            await again.wait()
+        await second.close()
+
+    assert seen == [(0, False), (0, True)]
+
+
 async def test_close_waits_for_in_flight_handlers_that_finish_in_time(broker: Broker, unique: str):
     started = trio.Event()
     finished: list[str] = []

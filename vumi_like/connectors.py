@@ -21,7 +21,9 @@ Delivery promises, kept here for every handler:
   attempt number one higher, and the original acked. The body goes back exactly as it
   was received, so the consuming middlewares see it next time as they did this time.
   A handler that declares a parameter named ``attempt`` is given that number (0 the
-  first time); nothing about a delivery is found by ambient lookup.
+  first time), and one named ``redelivered`` whether the broker delivered this body
+  before without an ack (a worker that handled it may have died part-way); nothing
+  about a delivery is found by ambient lookup.
 * a handler that raises ``ServiceUnavailable`` (its store or cache cannot be reached)
   has its delivery brought back the same way, with the same attempt number, after a
   delay that grows with the failures in a row on this connector (0.25 s doubling, at
@@ -70,7 +72,8 @@ from vumi_like.validation import describe_validation_error
 log = structlog.get_logger(__name__)
 
 E = TypeVar("E", Message, Event)
-# A handler takes the envelope, and its attempt number if it has a parameter `attempt`.
+# A handler takes the envelope, and its attempt number if it has a parameter `attempt`,
+# and whether the broker redelivered it if it has a parameter `redelivered`.
 Handler = Callable[..., Awaitable[None] | None]
 # A filter (a middleware's bound handle_inbound / handle_outbound / handle_event) takes
 # the envelope and the connector's name and returns the envelope to carry on with.
@@ -85,11 +88,13 @@ class PublishFailed(BrokerError):
     """The broker refused a publish, or could not take it in time; nothing was published."""
 
 
-def _wants_attempt(handler: Handler) -> bool:
+def _wanted(handler: Handler) -> tuple[bool, bool]:
+    """Whether ``handler`` has a parameter ``attempt``, and one ``redelivered``."""
     try:
-        return "attempt" in inspect.signature(handler).parameters
+        parameters = inspect.signature(handler).parameters
     except (TypeError, ValueError):  # a builtin without a signature
-        return False
+        return False, False
+    return "attempt" in parameters, "redelivered" in parameters
 
 
 class _Consumer:
@@ -105,7 +110,7 @@ class _Consumer:
         self.queue = queue
         self.decode = decode
         self.handler = handler
-        self.wants_attempt = _wants_attempt(handler)
+        self.wants_attempt, self.wants_redelivered = _wanted(handler)
         self.filters = tuple(filters)
         self.receive_scope = trio.CancelScope()
         self.metrics: QueueMetrics | None = None
@@ -244,8 +249,13 @@ class BaseConnector:
         try:
             if consumer.filters:
                 envelope = await _through_filters(consumer.filters, envelope, self.name)
-            if consumer.wants_attempt:
-                result = consumer.handler(envelope, attempt=delivery.attempt)
+            if consumer.wants_attempt or consumer.wants_redelivered:
+                about: dict[str, Any] = {}
+                if consumer.wants_attempt:
+                    about["attempt"] = delivery.attempt
+                if consumer.wants_redelivered:
+                    about["redelivered"] = delivery.redelivered
+                result = consumer.handler(envelope, **about)
             else:
                 result = consumer.handler(envelope)
             if inspect.isawaitable(result):

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from tests.applications.messaging_api.harness import (
@@ -232,14 +233,17 @@ async def delivery_done(p: Pipeline, delivery_id: str) -> bool:
     return delivery is not None and delivery.state == DeliveryState.DELIVERED
 
 
+# Read for every event, or kept a minute: either way a job queued again is checked.
+@pytest.mark.parametrize("max_age", [0, 60])
 async def test_an_inbound_delivered_twice_is_stored_once_and_webhooked_once(
-    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str, max_age: float
 ):
     message = inbound(unique)
+    kept = {"subscriptions_max_age": max_age}
     with trio.fail_after(20):
         async with (
             webhook_receiver() as receiver,
-            running_pipeline(pipeline_broker, target, unique) as p,
+            running_pipeline(pipeline_broker, target, unique, dispatcher=kept) as p,
         ):
             await subscribe(p, receiver.hook, "MESSAGE_RECEIVED")
             await publish_inbound(p, message)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import trio
 
-from tests.applications.messaging_api.harness import Posted, running_pipeline, webhook_receiver
+from tests.applications.messaging_api.harness import (
+    Pipeline,
+    Posted,
+    running_pipeline,
+    webhook_receiver,
+)
 from tests.broker.test_contract import receive
 from tests.dispatch.conftest import (
     SMS,
@@ -178,6 +183,68 @@ async def test_a_dead_lettered_webhook_replayed_is_delivered_under_its_id(
 
     assert replayed.source_queue == f"{unique}-api.webhooks"
     assert [post.headers["webhook-id"] for post in posts] == [delivery_id] * 5
+
+
+# Subscriptions the dispatcher read are kept a minute: a job's first try looks there.
+KEEPS_SUBSCRIPTIONS = {"subscriptions_max_age": 60}
+
+
+async def test_a_jobs_first_try_reaches_a_subscription_newer_than_the_dispatchers_read(
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+):
+    with trio.fail_after(20):
+        async with (
+            webhook_receiver() as receiver,
+            running_pipeline(pipeline_broker, target, unique, dispatcher=KEEPS_SUBSCRIPTIONS) as p,
+        ):
+            await subscribe(p, receiver.hook, "DELIVERED")
+            await send_sms(p)
+            # The dispatcher has read the tenant's subscriptions: this one only.
+            await receiver.wait_for(lambda posts: len(posts) == 1)
+            await subscribe(p, receiver.hook, "QUEUED")
+            # The API queues a QUEUED job for the new subscription, which the
+            # dispatcher's read does not have: the store does.
+            second = await send_sms(p)
+            await receiver.wait_for(lambda _: len(receiver.of("QUEUED", second)) == 1)
+            [queued] = receiver.of("QUEUED", second)
+            await poll(lambda: delivered(p, queued.headers["webhook-id"]))
+
+    assert queued.body["statusCode"] == "QUEUED"
+    # Its first message went before the new subscription was made: no QUEUED for it.
+    assert len(receiver.of("QUEUED")) == 1
+
+
+async def delivered(p: Pipeline, delivery_id: str) -> bool:
+    delivery = await p.store.get_delivery(delivery_id)
+    return delivery is not None and delivery.state == DeliveryState.DELIVERED
+
+
+async def test_a_job_the_broker_redelivers_is_not_posted_again_once_delivered(
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+):
+    with trio.fail_after(20):
+        async with (
+            webhook_receiver() as receiver,
+            running_pipeline(pipeline_broker, target, unique, dispatcher=KEEPS_SUBSCRIPTIONS) as p,
+        ):
+            webhook_id = await subscribe(p, receiver.hook, "QUEUED")
+            message_id = await send_sms(p)
+            [post] = await receiver.wait_for(lambda posts: len(posts) == 1)
+            await poll(lambda: delivered(p, post.headers["webhook-id"]))
+            job = WebhookJob(
+                delivery_id=post.headers["webhook-id"],
+                webhook_id=webhook_id,
+                tenant="acme",
+                message_id=message_id,
+                status_code="QUEUED",
+                url=receiver.hook,
+                body=post.body,
+            )
+            # What a dispatcher that died after posting it, before its ack, leaves: the
+            # same job again, flagged by the broker as redelivered.
+            await p.dispatchers[0].deliver(job, attempt=0, redelivered=True)
+
+    assert receiver.posts == [post]
 
 
 async def test_a_subscription_gets_only_the_event_types_it_asked_for(

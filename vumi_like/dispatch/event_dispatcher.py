@@ -23,8 +23,14 @@ as a job (one that failed carries its attempt and the retry policy's delay). A
 healthy receiver's webhook then costs one POST, not a trip through the broker and a
 store read besides. Nothing is risked by it: a dispatcher that dies mid-post leaves
 the event unacked, and its redelivery queues the webhooks as jobs, under the same ids.
-The subscription posted to is the one read at most ``subscriptions_max_age`` ago, so
-a subscription deleted within that time may get one more webhook.
+
+**A first try reads nothing from the store.** Its subscription, whether posted while
+the event is handled or from a job (the API's QUEUED webhooks, say), is the one read
+at most ``subscriptions_max_age`` ago, so a subscription deleted within that time may
+get one more webhook. A job on its first try has no delivery record to check: it
+was never posted. What may have been posted before reads both afresh: a retry, a job
+the broker redelivers (a dispatcher died posting it), one queued ``again`` by a
+redelivered event, and a job for a subscription newer than that read.
 
 Why a job per (event, subscription): each delivery then has its own retries, its own
 place on the broker, its own record. One receiver that is down does not hold back
@@ -83,6 +89,7 @@ from vumi_like.stores import (
     NewMessage,
     StoreSettings,
     Webhook,
+    WebhookDelivery,
     status_for_event,
 )
 from vumi_like.worker import BaseWorker
@@ -330,7 +337,9 @@ class EventDispatcher(BaseWorker):
             if at_once:
                 await self._first_attempt(webhook, job)
             else:
-                await self.webhooks.publish(job)
+                await self.webhooks.publish(
+                    job if first_time else job.model_copy(update={"again": True})
+                )
 
         if len(jobs) == 1:
             await send(*jobs[0])
@@ -375,7 +384,7 @@ class EventDispatcher(BaseWorker):
 
     # -- webhook jobs -> POSTs
 
-    async def deliver(self, job: WebhookJob, attempt: int) -> None:
+    async def deliver(self, job: WebhookJob, attempt: int, redelivered: bool) -> None:
         if job.not_before is not None:
             early = job.not_before - time.time()
             if early > 0:
@@ -387,9 +396,7 @@ class EventDispatcher(BaseWorker):
         if resting is not None:
             WEBHOOK_POSTS.labels(self.name, "deferred").inc()
             raise RetryLater(resting, f"receiver {job.url} is resting", counts=False)
-        webhook, done = await self.store.delivery_target(
-            job.tenant, job.webhook_id, job.delivery_id
-        )
+        webhook, done = await self._target(job, first_try=attempt == 0 and not redelivered)
         if done is not None and done.state == DeliveryState.DELIVERED:
             # Queued again by a redelivered event (see the module docstring): it got
             # through the first time, so the receiver need not drop a repeat.
@@ -429,6 +436,17 @@ class EventDispatcher(BaseWorker):
             WEBHOOK_POSTS.labels(self.name, "retry").inc()
             await self._record(job, DeliveryState.PENDING, attempt, failure)
             raise
+
+    async def _target(
+        self, job: WebhookJob, *, first_try: bool
+    ) -> tuple[Webhook | None, WebhookDelivery | None]:
+        """``job``'s subscription (None if deleted) and its delivery's record so far
+        (see "A first try reads nothing from the store")."""
+        if first_try and not job.again:
+            webhook = await self.subscriptions.find(job.tenant, job.webhook_id)
+            if webhook is not None:
+                return webhook, None
+        return await self.store.delivery_target(job.tenant, job.webhook_id, job.delivery_id)
 
     async def _post(
         self, url: str, body: bytes, headers: dict[str, str], seconds: float

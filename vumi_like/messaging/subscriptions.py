@@ -8,11 +8,11 @@ each tenant's subscriptions for ``max_age`` seconds.
 
 What that costs, and why it is safe: a subscription made a moment ago may miss the
 events of the next ``max_age`` seconds in this worker (a client sees a new webhook
-start within a second). A deleted one may still be queued for as long; a queued job
-reads its subscription afresh before posting and is dropped if it is gone, but the
-dispatcher's first attempt at a webhook, made while it handles the event, posts with
-what it read here: so a subscription deleted less than ``max_age`` ago may get one
-more webhook (``max_age`` 0 makes every read fresh).
+start within a second). A deleted one may still be queued for as long. The
+dispatcher posts a webhook's first attempt, made while it handles the event or from
+a job, with what it read here (``find``), so a subscription deleted less than
+``max_age`` ago may get one more webhook; a retry reads its subscription afresh and
+is dropped if it is gone (``max_age`` 0 makes every read fresh).
 
 When a tenant's entry expires, the calls that find it so at once share one read: the
 first reads, the others wait for its answer (or its error), rather than each reading
@@ -50,13 +50,24 @@ class Subscriptions:
         """The tenant's subscriptions that want ``status_code``, as of ``max_age`` ago."""
         if self.max_age <= 0:
             return await self.store.webhooks_for(tenant, status_code)
+        return [webhook for webhook in await self._kept(tenant) if webhook.wants(status_code)]
+
+    async def find(self, tenant: str, webhook_id: str) -> Webhook | None:
+        """The tenant's subscription ``webhook_id`` as of ``max_age`` ago; None if it had
+        none then, or nothing is kept (``max_age`` 0): the store then has the answer."""
+        if self.max_age <= 0:
+            return None
+        for webhook in await self._kept(tenant):
+            if webhook.webhook_id == webhook_id:
+                return webhook
+        return None
+
+    async def _kept(self, tenant: str) -> list[Webhook]:
         now = trio.current_time()
         cached = self._by_tenant.get(tenant)
         if cached is not None and now - cached[0] <= self.max_age:
-            webhooks = cached[1]
-        else:
-            webhooks = await self._read(tenant, now)
-        return [webhook for webhook in webhooks if webhook.wants(status_code)]
+            return cached[1]
+        return await self._read(tenant, now)
 
     async def _read(self, tenant: str, now: float) -> list[Webhook]:
         while (read := self._reading.get(tenant)) is not None:

@@ -71,13 +71,16 @@ class WebhookJob(BaseModel):
     """One delivery of one webhook to one subscriber: a job on the dispatcher's queue.
 
     The body is fixed when the job is made, so every attempt sends the same bytes. The
-    secret is not in the job (queues are not for secrets): the dispatcher reads it
-    from the store when it sends a job, so a subscription deleted meanwhile is not
-    posted to.
+    secret is not in the job (queues are not for secrets): the dispatcher looks up the
+    subscription when it sends a job, so one deleted meanwhile is not posted to (a
+    first try takes the subscriptions the dispatcher read at most
+    ``subscriptions_max_age`` ago; a retry reads the store).
 
     A job the dispatcher queues after its own first attempt failed says so: ``tried``
     attempts were made already (they count against the retries allowed), and it is
     not to be tried before ``not_before`` (Unix seconds), the retry policy's delay.
+    One queued again by a redelivered event says so with ``again``: its delivery may
+    have got through the first time, so the dispatcher checks its record first.
     """
 
     delivery_id: str
@@ -89,6 +92,7 @@ class WebhookJob(BaseModel):
     body: dict[str, Any]
     tried: int = 0
     not_before: float | None = None
+    again: bool = False
 
     def log_ids(self) -> dict[str, str]:
         return {

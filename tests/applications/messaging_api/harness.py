@@ -182,6 +182,7 @@ class Pipeline:
     store: MessageStore
     unique: str
     apis: list[MessagingApi]
+    dispatchers: list[EventDispatcher]
     http: httpx.AsyncClient
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -247,13 +248,16 @@ async def running_pipeline(
                     running_worker(MessagingApi, config, broker, name=f"api-{replica}")
                 )
             )
+        running_dispatchers = []
         for replica in range(dispatchers):
-            await stack.enter_async_context(
-                running_worker(
-                    EventDispatcher,
-                    dispatcher_config(unique, target, **(dispatcher or {})),
-                    broker,
-                    name=f"dispatcher-{replica}",
+            running_dispatchers.append(
+                await stack.enter_async_context(
+                    running_worker(
+                        EventDispatcher,
+                        dispatcher_config(unique, target, **(dispatcher or {})),
+                        broker,
+                        name=f"dispatcher-{replica}",
+                    )
                 )
             )
         router = config_from_data(
@@ -276,4 +280,11 @@ async def running_pipeline(
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://{apis[0].config.http_bind}", timeout=10)
         )
-        yield Pipeline(broker=broker, store=store, unique=unique, apis=apis, http=http)
+        yield Pipeline(
+            broker=broker,
+            store=store,
+            unique=unique,
+            apis=apis,
+            dispatchers=running_dispatchers,
+            http=http,
+        )
