@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -138,6 +140,39 @@ async def test_a_write_waiting_for_a_lock_gives_up_after_the_timeout(
             assert await store.get_message("acme", message.message_id) is not None
         outcome = await apply_ack(store, message.message_id)  # the lock is gone
         assert outcome is not None
+
+
+async def test_sqlite_writers_of_one_process_take_turns_bounded_by_the_timeout(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    writing, done = threading.Event(), threading.Event()
+
+    def hold(conn: sa.Connection) -> None:
+        writing.set()
+        done.wait(10)
+
+    # Two stores on one file in one process, as the embedded pipeline's workers are.
+    async with (
+        open_store(url, statement_timeout=TIMEOUT) as first,
+        open_store(url, statement_timeout=TIMEOUT) as second,
+        trio.open_nursery() as nursery,
+    ):
+        [message] = await second.create_messages([new_message()])
+        nursery.start_soon(functools.partial(first._run, hold))
+        await trio.to_thread.run_sync(writing.wait, 5)
+        started = trio.current_time()
+        with (
+            trio.fail_after(5 * TIMEOUT),
+            pytest.raises(StoreUnavailable, match="this process's writers held the file"),
+        ):
+            await apply_ack(second, message.message_id)
+        assert trio.current_time() - started >= TIMEOUT * 0.9
+        # Readers do not take a turn.
+        assert await second.get_message("acme", message.message_id) is not None
+        done.set()
+    async with open_store(url, statement_timeout=TIMEOUT) as store:
+        assert await apply_ack(store, message.message_id) is not None
 
 
 async def test_a_slow_postgresql_query_is_cancelled_after_the_timeout(

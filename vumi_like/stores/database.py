@@ -14,6 +14,15 @@ returns. So every way a call could hang is bounded here, by the database itself:
   since the one wait SQLite has is for another connection's write lock. Queries are
   index lookups in a local file; there is no network to stall.
 
+SQLite lets one connection write at a time, and one kept waiting for the write lock
+tries again on a timer, up to 100 ms apart: under load, with writers of several
+workers in one process (the embedded pipeline's API and dispatcher) taking the lock
+back to back, one could lose the race for a second. So the write transactions of one
+process on one file take turns on a lock of the process's own first, and a waiter
+starts the moment the writer before it is done; the busy timeout is then only for
+other processes (a CLI command, another ``vumi-like run``). That wait is bounded by
+the busy timeout too.
+
 Both give ``StoreUnavailable`` when a bound is hit, through ``translated_errors``.
 
 SQLite settings, on every new connection: WAL (readers don't block the writer, nor it
@@ -30,8 +39,10 @@ consistent snapshot without blocking anyone.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +74,16 @@ _UNAVAILABLE = (
     sa.exc.DisconnectionError,
     sa.exc.TimeoutError,
 )
+
+
+# One lock per SQLite file (by real path) for the writers of this process: see above.
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+_SQLITE_WRITERS_GUARD = threading.Lock()
+
+
+def _sqlite_writer(path: str) -> threading.Lock:
+    with _SQLITE_WRITERS_GUARD:
+        return _SQLITE_WRITERS.setdefault(os.path.realpath(path), threading.Lock())
 
 
 def database_url(url: str) -> sa.URL:
@@ -150,6 +171,8 @@ class Database:
         ):
             raise StoreError(f"schema must be a lower-case name, on PostgreSQL only: {schema!r}")
         millis = max(1, round(statement_timeout * 1000))
+        self._timeout = statement_timeout
+        self._writer: threading.Lock | None = None
         common: dict[str, Any] = {
             "pool_size": pool_size,
             "max_overflow": 0,
@@ -164,6 +187,8 @@ class Database:
                 **common,
             )
             _configure_sqlite(self.engine, millis)
+            assert self.url.database is not None  # database_url refuses in-memory ones
+            self._writer = _sqlite_writer(self.url.database)
         else:
             options = f"-c statement_timeout={millis} -c lock_timeout={millis}"
             if schema is not None:
@@ -186,6 +211,20 @@ class Database:
 
     def transaction(self, fn: Callable[..., T], *args: Any, read_only: bool = False) -> T:
         """``fn(connection, *args)`` in one transaction, committed if it returns. Blocks."""
+        writer = None if read_only else self._writer
+        if writer is None:
+            return self._transaction(fn, args, read_only)
+        if not writer.acquire(timeout=self._timeout):
+            raise StoreUnavailable(
+                f"message store at {self.display} unavailable: this process's writers "
+                f"held the file for {self._timeout:g} s"
+            )
+        try:
+            return self._transaction(fn, args, read_only)
+        finally:
+            writer.release()
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...], read_only: bool) -> T:
         with translated_errors(self.display), self.engine.connect() as conn:
             if read_only:
                 conn = conn.execution_options(**{_READ_ONLY: True})
