@@ -28,12 +28,13 @@ answers:
 3. **peak RSS**: the sum of VmHWM of every process the script started, read at the end.
 
 Besides, it prints each process's CPU share in both phases (from /proc/<pid>/stat, the
-script's own included), which shows what limits throughput, and the CPU milliseconds
-each process spent per message over phase 1 and its drain (which a busy machine changes
-far less than the rates), the dispatcher's webhook
-POSTs by outcome (from its /metrics), and the load average, since the machine may be
-shared. One run per configuration: expect some spread between runs. A message not
-delivered within 30 s counts as slower than every delivered one in the percentiles.
+script's own included, and RabbitMQ's and PostgreSQL's when they run on this machine),
+which shows what limits throughput, and the CPU milliseconds each process spent per
+message over phase 1 and its drain (which a busy machine changes far less than the
+rates), the dispatcher's webhook POSTs by outcome (from its /metrics), and the load
+average, since the machine may be shared. One run per configuration: expect some
+spread between runs. A message not delivered within 30 s counts as slower than every
+delivered one in the percentiles.
 
 All webhooks go to one receiver, so the dispatcher's ``per_receiver_concurrency`` (POSTs
 in flight to one receiver; more are put back on the broker for 0.1-0.3 s) matters; it is
@@ -66,6 +67,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import httptools
@@ -97,6 +99,7 @@ JWT_SECRET = "bench-api-pipeline-signing-key-0123456789"
 # name (= type) -> the tenant's senders, as in quickstart.
 CHANNELS = {"sms": ["1234"], "email": ["noreply@example.org"], "web": ["*"]}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVICES = {"rabbitmq": "RabbitMQ", "postgres": "PostgreSQL"}  # their names in the output
 PER_RECEIVER_DEFAULT = EventDispatcherConfig.model_fields["per_receiver_concurrency"].default
 
 
@@ -198,12 +201,43 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def service_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this machine's RabbitMQ (its ``beam.smp``) and
+    PostgreSQL (every ``postgres`` process, and the children the server has reaped:
+    connections closed since it started)."""
+    used = {"rabbitmq": 0.0, "postgres": 0.0}
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone since listed
+                stats[entry.name] = (entry / "stat").read_text()
+    names = {pid: stat.split("(", 1)[1].rsplit(")", 1)[0] for pid, stat in stats.items()}
+    for pid, stat in stats.items():
+        service = {"beam.smp": "rabbitmq", "postgres": "postgres"}.get(names[pid])
+        if service is None:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        if service == "postgres" and names.get(fields[1]) != "postgres":
+            ticks += int(fields[13]) + int(fields[14])  # the server: its reaped children's
+        used[service] += ticks / CLK_TCK
+    return used
+
+
+def services_are_local() -> bool:
+    """Whether RabbitMQ and PostgreSQL run on this machine, so their CPU can be read."""
+    hosts = {sa.make_url(POSTGRES_URL).host, urlsplit(AMQP_URL).hostname}
+    return hosts <= {None, "", "localhost", "127.0.0.1", "::1"}
+
+
 class Fleet:
     """The processes a configuration runs, each logging to a file in ``log_dir``; all of
-    them stopped (SIGTERM, then SIGKILL after a timeout) when the block is left."""
+    them stopped (SIGTERM, then SIGKILL after a timeout) when the block is left. With
+    ``services``, ``cpu`` also reads the local RabbitMQ's and PostgreSQL's."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, services: bool = False) -> None:
         self.log_dir = log_dir
+        self.services = services
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, command: list[str]) -> None:
@@ -225,6 +259,8 @@ class Fleet:
         """CPU seconds used so far by each process, and by this one ("bench")."""
         used = {name: cpu_seconds(p.pid) for name, p in self.processes.items()}
         used["bench"] = cpu_seconds("self")
+        if self.services:
+            used.update(service_cpu_seconds())
         return used
 
     def peak_rss_kib(self) -> int:
@@ -602,7 +638,10 @@ def run_rabbitmq(args: Any) -> Figures:
     specs = pipeline(prefix, store, args.per_receiver_concurrency)
     figures = Figures("rabbitmq+postgres")
     try:
-        with tempfile.TemporaryDirectory() as tmp, Fleet(Path(tmp)) as fleet:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            Fleet(Path(tmp), services=services_are_local()) as fleet,
+        ):
             for spec in specs:
                 path = Path(tmp) / f"{spec.name}.yaml"
                 path.write_text(yaml.safe_dump({"amqp_url": AMQP_URL, **spec.config}))
@@ -701,12 +740,18 @@ def report(f: Figures, args: Any) -> None:
         busiest = sorted(shares.items(), key=lambda item: -item[1])
         print(f"  CPU {phase}: " + ", ".join(f"{name} {share:.0f}%" for name, share in busiest))
     if f.cpu_ms_per_message:
-        costliest = sorted(f.cpu_ms_per_message.items(), key=lambda item: -item[1])
-        total = sum(f.cpu_ms_per_message.values())
+        ours = {k: v for k, v in f.cpu_ms_per_message.items() if k not in SERVICES}
+        costliest = sorted(ours.items(), key=lambda item: -item[1])
+        services = " and ".join(
+            f"{SERVICES[name]} {ms:.2f}"
+            for name, ms in f.cpu_ms_per_message.items()
+            if name in SERVICES
+        )
         print(
-            f"  CPU per message, phase 1 to drained: {total:.1f} ms ("
+            f"  CPU per message, phase 1 to drained: {sum(ours.values()):.1f} ms ("
             + ", ".join(f"{name} {ms:.2f}" for name, ms in costliest)
             + ")"
+            + (f"; {services} besides" if services else "")
         )
 
 
