@@ -23,7 +23,7 @@ from tests.applications.messaging_api.conftest import (  # noqa: F401
 from tests.applications.messaging_api.harness import Pipeline
 from vumi_like.messages import Event, Message
 from vumi_like.metrics import REGISTRY
-from vumi_like.stores import StoredMessage
+from vumi_like.stores import DeliveryState, StoredMessage
 
 SMS = {"channel": "sms", "receiver": "+27820000001", "content": "hello"}
 
@@ -52,6 +52,12 @@ async def stored(p: Pipeline, message_id: str, tenant: str = "acme") -> StoredMe
     message = await p.store.get_message(tenant, message_id)
     assert message is not None, f"no message {message_id!r} for {tenant!r}"
     return message
+
+
+async def delivery_done(p: Pipeline, delivery_id: str) -> bool:
+    """Whether the store has the webhook delivery recorded as delivered."""
+    delivery = await p.store.get_delivery(delivery_id)
+    return delivery is not None and delivery.state == DeliveryState.DELIVERED
 
 
 async def poll(condition: Callable[[], Awaitable[bool]], within: float = 10) -> None:

@@ -12,12 +12,12 @@ import pytest
 import trio
 
 from tests.applications.messaging_api.harness import (
-    Pipeline,
     running_pipeline,
     webhook_receiver,
 )
 from tests.broker.test_contract import receive
 from tests.dispatch.conftest import (
+    delivery_done,
     publish_event,
     publish_inbound,
     send_sms,
@@ -31,7 +31,7 @@ from tests.stores.conftest import StoreTarget
 from vumi_like.broker import BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
 from vumi_like.messages import Event, Message
-from vumi_like.stores import DeliveryState, MessageStatus
+from vumi_like.stores import MessageStatus
 
 # The simulator acks at once; its delivery report would come this much later, so the
 # tests' own events are the only ones after the ack.
@@ -226,11 +226,6 @@ async def test_an_inbound_is_stored_for_the_tenant_owning_its_address_and_webhoo
         "STOP",
     )
     assert post.body["channelName"] == "sms"
-
-
-async def delivery_done(p: Pipeline, delivery_id: str) -> bool:
-    delivery = await p.store.get_delivery(delivery_id)
-    return delivery is not None and delivery.state == DeliveryState.DELIVERED
 
 
 # Read for every event, or kept a minute: either way a job queued again is checked.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import trio
 
 from tests.applications.messaging_api.harness import (
-    Pipeline,
     Posted,
     running_pipeline,
     webhook_receiver,
@@ -14,6 +13,7 @@ from tests.applications.messaging_api.harness import (
 from tests.broker.test_contract import receive
 from tests.dispatch.conftest import (
     SMS,
+    delivery_done,
     poll,
     publish_inbound,
     published,
@@ -207,16 +207,11 @@ async def test_a_jobs_first_try_reaches_a_subscription_newer_than_the_dispatcher
             second = await send_sms(p)
             await receiver.wait_for(lambda _: len(receiver.of("QUEUED", second)) == 1)
             [queued] = receiver.of("QUEUED", second)
-            await poll(lambda: delivered(p, queued.headers["webhook-id"]))
+            await poll(lambda: delivery_done(p, queued.headers["webhook-id"]))
 
     assert queued.body["statusCode"] == "QUEUED"
     # Its first message went before the new subscription was made: no QUEUED for it.
     assert len(receiver.of("QUEUED")) == 1
-
-
-async def delivered(p: Pipeline, delivery_id: str) -> bool:
-    delivery = await p.store.get_delivery(delivery_id)
-    return delivery is not None and delivery.state == DeliveryState.DELIVERED
 
 
 async def test_a_job_the_broker_redelivers_is_not_posted_again_once_delivered(
@@ -230,7 +225,7 @@ async def test_a_job_the_broker_redelivers_is_not_posted_again_once_delivered(
             webhook_id = await subscribe(p, receiver.hook, "QUEUED")
             message_id = await send_sms(p)
             [post] = await receiver.wait_for(lambda posts: len(posts) == 1)
-            await poll(lambda: delivered(p, post.headers["webhook-id"]))
+            await poll(lambda: delivery_done(p, post.headers["webhook-id"]))
             job = WebhookJob(
                 delivery_id=post.headers["webhook-id"],
                 webhook_id=webhook_id,
