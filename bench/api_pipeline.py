@@ -100,6 +100,7 @@ JWT_SECRET = "bench-api-pipeline-signing-key-0123456789"
 CHANNELS = {"sms": ["1234"], "email": ["noreply@example.org"], "web": ["*"]}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVICES = {"rabbitmq": "RabbitMQ", "postgres": "PostgreSQL"}  # their names in the output
+LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}  # a URL's host on this machine
 PER_RECEIVER_DEFAULT = EventDispatcherConfig.model_fields["per_receiver_concurrency"].default
 
 
@@ -226,8 +227,7 @@ def service_cpu_seconds() -> dict[str, float]:
 
 def services_are_local() -> bool:
     """Whether RabbitMQ and PostgreSQL run on this machine, so their CPU can be read."""
-    hosts = {sa.make_url(POSTGRES_URL).host, urlsplit(AMQP_URL).hostname}
-    return hosts <= {None, "", "localhost", "127.0.0.1", "::1"}
+    return {sa.make_url(POSTGRES_URL).host, urlsplit(AMQP_URL).hostname} <= LOCAL_HOSTS
 
 
 class Fleet:

@@ -19,7 +19,8 @@ printed (the target: mixed within 20 % of clean, a ratio of 0.8 or more). Each r
 also prints the CPU milliseconds per good message that the router, the transport and
 this script spent from the first publish to the last ack (from /proc/<pid>/stat), and
 in a mixed run the poison client's for publishing its poison: what the poison costs,
-and where. RabbitMQ's share is not in it.
+and where. RabbitMQ's, over the same time, follows their sum when it runs on this
+machine.
 
     python bench/poison.py [--count 5000] [--poison 0.25] [--rounds 3] [--huge-bytes N]
 
@@ -38,13 +39,14 @@ import time
 import uuid
 from pathlib import Path
 from subprocess import PIPE
+from urllib.parse import urlsplit
 
 import trio
 
 # The fault suite's harness (worker processes, poison) is this script's too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.api_pipeline import cpu_seconds
+from bench.api_pipeline import LOCAL_HOSTS, cpu_seconds, service_cpu_seconds
 from tests.faults.harness import (
     AMQP_URL,
     Fleet,
@@ -64,6 +66,7 @@ from vumi_like.messages import Event, EventType
 
 DRAIN_TIMEOUT = 120
 PUBLISH_WINDOW = 50  # the good messages' publishes awaiting their confirms at once
+RABBITMQ = "RabbitMQ"
 
 
 def poison_bodies(
@@ -112,12 +115,16 @@ async def read_line(stream: trio.abc.ReceiveStream) -> str:
 
 
 def cpu_now(fleet: Fleet) -> dict[str, float]:
-    """CPU seconds so far of each worker and of this script."""
+    """CPU seconds so far of each worker and of this script, and of RabbitMQ when it
+    runs on this machine."""
     pids = {name: worker.process.pid for name, worker in fleet.workers.items() if worker.process}
-    return {
+    used = {
         **{name: cpu_seconds(pid) for name, pid in pids.items()},
         "script": cpu_seconds(os.getpid()),
     }
+    if urlsplit(AMQP_URL).hostname in LOCAL_HOSTS:
+        used[RABBITMQ] = service_cpu_seconds()["rabbitmq"]
+    return used
 
 
 async def one_run(
@@ -174,8 +181,10 @@ async def one_run(
 
 
 def cpu_line(per_message: dict[str, float]) -> str:
-    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in per_message.items())
-    return f"{sum(per_message.values()):.2f} ({parts})"
+    ours = {name: ms for name, ms in per_message.items() if name != RABBITMQ}
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in ours.items())
+    broker = f"; {RABBITMQ} {per_message[RABBITMQ]:.2f}" if RABBITMQ in per_message else ""
+    return f"{sum(ours.values()):.2f} ({parts}){broker}"
 
 
 async def measure(args: argparse.Namespace) -> None:
