@@ -398,8 +398,9 @@ class EventDispatcher(BaseWorker):
             raise RetryLater(resting, f"receiver {job.url} is resting", counts=False)
         webhook, done = await self._target(job, first_try=attempt == 0 and not redelivered)
         if done is not None and done.state == DeliveryState.DELIVERED:
-            # Queued again by a redelivered event (see the module docstring): it got
-            # through the first time, so the receiver need not drop a repeat.
+            # Queued again by a redelivered event, or redelivered itself (see the
+            # module docstring): it got through before, so the receiver need not drop
+            # a repeat.
             WEBHOOK_POSTS.labels(self.name, "dropped").inc()
             return
         if webhook is None:
