@@ -9,6 +9,7 @@ gracefully on SIGTERM and exits 0.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import signal
@@ -27,7 +28,13 @@ import yaml
 
 from vumi_like.applications.echo import EchoApplicationConfig
 from vumi_like.broker import open_broker, open_inspector
-from vumi_like.cli import ForcedStop, _run_trio, _until_signalled
+from vumi_like.cli import (
+    GC_YOUNG_THRESHOLD,
+    ForcedStop,
+    _gc_for_workers,
+    _run_trio,
+    _until_signalled,
+)
 from vumi_like.config import describe_config
 from vumi_like.messages import Message
 
@@ -450,6 +457,20 @@ async def signalled_twice(first: signal.Signals, second: signal.Signals) -> None
 async def test_first_signal_asks_for_a_graceful_stop_and_a_second_forces_it():
     with trio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(ForcedStop, match="SIGINT")):
         await signalled_twice(signal.SIGTERM, signal.SIGINT)
+
+
+def test_workers_freeze_what_they_imported_and_collect_the_young_less_often():
+    threshold = gc.get_threshold()
+    try:
+        _gc_for_workers()
+        frozen = gc.get_freeze_count()
+        tuned = gc.get_threshold()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    # The libraries imported by now: pydantic, trio, the broker clients...
+    assert frozen > 10_000
+    assert tuned == (GC_YOUNG_THRESHOLD, *threshold[1:])
 
 
 def test_a_forced_stop_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str]):
