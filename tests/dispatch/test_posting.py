@@ -375,3 +375,10 @@ async def test_a_url_the_environment_proxies_goes_through_the_proxy(
     assert answer.status == 204
     # A proxy gets the absolute URL.
     assert [target for target, _, _ in proxy.requests] == [b"http://hooks.example:8000/acme"]
+
+
+async def test_a_refused_header_value_is_not_repeated_in_the_error(poster: Poster):
+    headers = {"Authorization": "Bearer s3cret-token\n"}
+    with pytest.raises(ValueError, match="'Authorization'") as refused:
+        await poster.post("http://127.0.0.1:9/", b"{}", headers)
+    assert "s3cret" not in str(refused.value)

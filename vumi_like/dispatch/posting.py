@@ -105,8 +105,14 @@ def _request_head(target: _Target, length: int, headers: Mapping[str, str]) -> b
         f"Content-Length: {length}",
     ]
     for name, value in headers.items():
-        if not _TOKEN.fullmatch(name) or _NOT_IN_VALUE.search(value):
-            raise ValueError(f"not a header HTTP can carry: {name!r}: {value!r}")
+        # The value is not repeated in the error: it may be a credential.
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"not a header HTTP can carry: the name {name!r} is not a token")
+        if _NOT_IN_VALUE.search(value):
+            raise ValueError(
+                f"not a header HTTP can carry: the value of {name!r} holds a line break "
+                "or a control character"
+            )
         lines.append(f"{name}: {value}")
     lines.append("\r\n")
     return "\r\n".join(lines).encode("latin-1")
