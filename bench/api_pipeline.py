@@ -196,9 +196,15 @@ def vmhwm_kib(pid: int) -> int:
     return 0
 
 
+def stat_fields(stat: str) -> tuple[str, list[str]]:
+    """A /proc/<pid>/stat line's command name, and its fields after it (so utime and
+    stime, the 14th and 15th, are at 11 and 12; the parent's pid at 1)."""
+    head, _, rest = stat.rpartition(")")
+    return head.split("(", 1)[1], rest.split()
+
+
 def cpu_seconds(pid: int | str) -> float:
-    # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    _, fields = stat_fields(Path(f"/proc/{pid}/stat").read_text())
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -212,14 +218,14 @@ def service_cpu_seconds() -> dict[str, float]:
         if entry.name.isdigit():
             with contextlib.suppress(OSError):  # gone since listed
                 stats[entry.name] = (entry / "stat").read_text()
-    names = {pid: stat.split("(", 1)[1].rsplit(")", 1)[0] for pid, stat in stats.items()}
-    for pid, stat in stats.items():
-        service = {"beam.smp": "rabbitmq", "postgres": "postgres"}.get(names[pid])
+    parsed = {pid: stat_fields(stat) for pid, stat in stats.items()}
+    for name, fields in parsed.values():
+        service = {"beam.smp": "rabbitmq", "postgres": "postgres"}.get(name)
         if service is None:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        if service == "postgres" and names.get(fields[1]) != "postgres":
+        parent = parsed.get(fields[1])
+        if service == "postgres" and (parent is None or parent[0] != "postgres"):
             ticks += int(fields[13]) + int(fields[14])  # the server: its reaped children's
         used[service] += ticks / CLK_TCK
     return used
