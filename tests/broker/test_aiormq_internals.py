@@ -150,12 +150,15 @@ def test_the_content_header_frame_is_pamqps(headers: dict[str, Any] | None) -> N
     assert aiormq_internals.content_header(3, 70_000, "0123456789ab1f", headers) == expected
 
 
-def test_body_frames_are_pamqps_split_at_the_frame_size() -> None:
-    body = bytes(range(256)) * 40  # 10,240 bytes: three frames of at most 4,088
-    frames = aiormq_internals.body_frames(2, body, 4088)
-    assert len(frames) == 3
-    expected = [pamqp_frame(ContentBody(body[i : i + 4088]), 2) for i in (0, 4088, 8176)]
-    assert frames == expected
+@pytest.mark.parametrize("size", [1, 4087, 4088, 4089, 10_240])
+def test_body_frames_are_pamqps_split_at_the_frame_size(size: int) -> None:
+    body = (bytes(range(256)) * 40)[:size]  # up to 10,240 bytes: frames of at most 4,088
+    pieces = aiormq_internals.body_frames(2, body, 4088)
+    expected = [pamqp_frame(ContentBody(body[i : i + 4088]), 2) for i in range(0, size, 4088)]
+    assert b"".join(pieces) == b"".join(expected)
+    # Head, part of the body and end for each frame, the parts not copies of the body.
+    assert len(pieces) == 3 * len(expected)
+    assert all(isinstance(part, memoryview) or part is body for part in pieces[1::3])
 
 
 @pytest.mark.parametrize("tag", [1, 2**31, 2**63 - 1])

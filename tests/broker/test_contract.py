@@ -68,6 +68,29 @@ async def test_messages_arrive_in_publish_order(broker: Broker, unique: str):
     assert [d.body for d in got] == [str(i).encode() for i in range(20)]
 
 
+async def test_bodies_over_many_frames_arrive_whole_and_dead_letter_whole(
+    broker: Broker, unique: str
+):
+    # RabbitMQ's default frame_max is 131,072 bytes, 131,064 of them body: a body of
+    # exactly one frame, one a byte over, and a megabyte of eight frames.
+    queue = f"{unique}.inbound"
+    await broker.declare_queue(queue)
+    pattern = bytes(range(251))  # a prime length: no frame starts where the pattern does
+    bodies = [(pattern * (size // 251 + 1))[:size] for size in (131_064, 131_065, 1_000_003)]
+    for body in bodies:
+        await broker.publish(queue, body)
+    got = await receive(broker, queue, len(bodies))
+    assert [d.body for d in got] == bodies
+    await broker.publish(queue, bodies[-1])
+    async with broker.consume(queue, prefetch=1) as subscription:
+        with trio.fail_after(10):
+            async for delivery in subscription:
+                await broker.dead_letter(delivery, error="too big", worker="w1")
+                break
+    [dead] = await receive(broker, broker.dead_letter_queue, 1)
+    assert dead.body == bodies[-1]
+
+
 async def test_declare_queue_is_idempotent(broker: Broker, unique: str):
     queue = f"{unique}.outbound"
     await broker.declare_queue(queue)
