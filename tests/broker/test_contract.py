@@ -48,6 +48,18 @@ async def nothing_arrives(broker: Broker, queue: str, within: float) -> bool:
     return True
 
 
+async def dead_letter_next(broker: Broker, queue: str, *, error: str, worker: str) -> Delivery:
+    """Dead-letter the next delivery of ``queue``; what then arrives on the dead-letter
+    queue."""
+    async with broker.consume(queue, prefetch=1) as subscription:
+        with trio.fail_after(10):
+            async for delivery in subscription:
+                await broker.dead_letter(delivery, error=error, worker=worker)
+                break
+    [dead] = await receive(broker, broker.dead_letter_queue, 1)
+    return dead
+
+
 async def test_published_message_is_consumed_with_body_and_headers(broker: Broker, unique: str):
     queue = f"{unique}.inbound"
     await broker.declare_queue(queue)
@@ -82,12 +94,7 @@ async def test_bodies_over_many_frames_arrive_whole_and_dead_letter_whole(
     got = await receive(broker, queue, len(bodies))
     assert [d.body for d in got] == bodies
     await broker.publish(queue, bodies[-1])
-    async with broker.consume(queue, prefetch=1) as subscription:
-        with trio.fail_after(10):
-            async for delivery in subscription:
-                await broker.dead_letter(delivery, error="too big", worker="w1")
-                break
-    [dead] = await receive(broker, broker.dead_letter_queue, 1)
+    dead = await dead_letter_next(broker, queue, error="too big", worker="w1")
     assert dead.body == bodies[-1]
 
 
@@ -210,12 +217,7 @@ async def test_dead_letter_keeps_raw_body_and_names_source_error_and_worker(
     queue = f"{unique}.inbound"
     await broker.declare_queue(queue)
     await broker.publish(queue, b"\xff not json", headers={"x-trace": "t1"})
-    async with broker.consume(queue, prefetch=1) as subscription:
-        with trio.fail_after(5):
-            async for delivery in subscription:
-                await broker.dead_letter(delivery, error="ValueError: bad", worker="w1")
-                break
-    [dead] = await receive(broker, broker.dead_letter_queue, 1)
+    dead = await dead_letter_next(broker, queue, error="ValueError: bad", worker="w1")
     assert dead.body == b"\xff not json"
     assert dead.headers[HEADER_DL_QUEUE] == queue
     assert dead.headers[HEADER_DL_ERROR] == "ValueError: bad"
