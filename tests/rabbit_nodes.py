@@ -44,6 +44,7 @@ from vumi_like.messages import Event, EventType, Message
 RABBITMQ_BIN = Path(os.environ.get("VUMI_LIKE_TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 START_TIMEOUT = 90.0  # a node's boot on a busy 2-core machine
 CTL_TIMEOUT = 60.0
+AWAIT_STARTUP_TIMEOUT = 20  # seconds rabbitmqctl await_startup waits for the node
 CTL_ATTEMPTS = 5  # a CLI that could not start its own Erlang node (see RabbitNode.ctl)
 
 
@@ -150,10 +151,13 @@ class RabbitNode:
                         f"{self.log_file.read_text(errors='replace')[-2000:]}"
                     )
                 try:
-                    # Fails at once while the node has not registered with epmd yet.
-                    await self.ctl("await_startup", "--timeout", "30")
-                    if not _port_free(self.amqp_port):
-                        return
+                    # Fails at once while the node has not registered with epmd yet. A
+                    # CLI can also hang before it reaches the node: it is given up on
+                    # (killed) and run again.
+                    with trio.move_on_after(AWAIT_STARTUP_TIMEOUT + 10):
+                        await self.ctl("await_startup", "--timeout", str(AWAIT_STARTUP_TIMEOUT))
+                        if not _port_free(self.amqp_port):
+                            return
                 except RuntimeError:
                     pass
                 await trio.sleep(0.5)
