@@ -50,6 +50,22 @@ async def apply_ack(store: MessageStore, message_id: str) -> object:
     )
 
 
+async def write_gives_up_after_the_timeout(
+    store: MessageStore, message_id: str, reason: str
+) -> None:
+    """A write to ``message_id``, while another holds the write lock, is unavailable
+    (``reason``) after ``TIMEOUT``; a read meanwhile is not held up."""
+    started = trio.current_time()
+    with (
+        trio.fail_after(5 * TIMEOUT),
+        pytest.raises(StoreUnavailable, match=reason),
+    ):
+        await apply_ack(store, message_id)
+    assert trio.current_time() - started >= TIMEOUT * 0.9
+    # Readers are not held up by the writer, nor do they take a turn.
+    assert await store.get_message("acme", message_id) is not None
+
+
 async def test_an_unreachable_postgresql_is_unavailable_without_its_password() -> None:
     with pytest.raises(StoreUnavailable) as caught:
         async with open_store("postgresql://someone:s3cret@127.0.0.1:1/messages"):
@@ -129,15 +145,7 @@ async def test_a_write_waiting_for_a_lock_gives_up_after_the_timeout(
     async with store_target.open(statement_timeout=TIMEOUT) as store:
         [message] = await store.create_messages([new_message()])
         with write_lock_held_elsewhere(store_target, message.message_id):
-            started = trio.current_time()
-            with (
-                trio.fail_after(5 * TIMEOUT),
-                pytest.raises(StoreUnavailable, match="unavailable"),
-            ):
-                await apply_ack(store, message.message_id)
-            assert trio.current_time() - started >= TIMEOUT * 0.9
-            # Readers are not held up by the writer.
-            assert await store.get_message("acme", message.message_id) is not None
+            await write_gives_up_after_the_timeout(store, message.message_id, "unavailable")
         outcome = await apply_ack(store, message.message_id)  # the lock is gone
         assert outcome is not None
 
@@ -161,15 +169,9 @@ async def test_sqlite_writers_of_one_process_take_turns_bounded_by_the_timeout(
         [message] = await second.create_messages([new_message()])
         nursery.start_soon(functools.partial(first._run, hold))
         await trio.to_thread.run_sync(writing.wait, 5)
-        started = trio.current_time()
-        with (
-            trio.fail_after(5 * TIMEOUT),
-            pytest.raises(StoreUnavailable, match="this process's writers held the file"),
-        ):
-            await apply_ack(second, message.message_id)
-        assert trio.current_time() - started >= TIMEOUT * 0.9
-        # Readers do not take a turn.
-        assert await second.get_message("acme", message.message_id) is not None
+        await write_gives_up_after_the_timeout(
+            second, message.message_id, "this process's writers held the file"
+        )
         done.set()
     async with open_store(url, statement_timeout=TIMEOUT) as store:
         assert await apply_ack(store, message.message_id) is not None
