@@ -100,6 +100,7 @@ JWT_SECRET = "bench-api-pipeline-signing-key-0123456789"
 CHANNELS = {"sms": ["1234"], "email": ["noreply@example.org"], "web": ["*"]}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVICES = {"rabbitmq": "RabbitMQ", "postgres": "PostgreSQL"}  # their names in the output
+SERVICE_PROCESSES = {"beam.smp": "rabbitmq", "postgres": "postgres"}  # by command name
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}  # a URL's host on this machine
 PER_RECEIVER_DEFAULT = EventDispatcherConfig.model_fields["per_receiver_concurrency"].default
 
@@ -212,15 +213,14 @@ def service_cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by this machine's RabbitMQ (its ``beam.smp``) and
     PostgreSQL (every ``postgres`` process, and the children the server has reaped:
     connections closed since it started)."""
-    used = {"rabbitmq": 0.0, "postgres": 0.0}
-    stats = {}
+    used = dict.fromkeys(SERVICES, 0.0)
+    parsed: dict[str, tuple[str, list[str]]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):  # gone since listed
-                stats[entry.name] = (entry / "stat").read_text()
-    parsed = {pid: stat_fields(stat) for pid, stat in stats.items()}
+                parsed[entry.name] = stat_fields((entry / "stat").read_text())
     for name, fields in parsed.values():
-        service = {"beam.smp": "rabbitmq", "postgres": "postgres"}.get(name)
+        service = SERVICE_PROCESSES.get(name)
         if service is None:
             continue
         ticks = int(fields[11]) + int(fields[12])  # utime, stime
