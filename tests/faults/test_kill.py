@@ -1,5 +1,6 @@
-"""``kill -9`` of a router, a transport, an API replica and a dispatcher while messages
-flow; each is restarted, and nothing is missing at the end of the path.
+"""``kill -9`` of a router, a transport (the simulator, SMPP and MQTT), an API replica
+and a dispatcher while messages flow; each is restarted, and nothing is missing at the
+end of the path.
 
 Router and transport: 5,000 outbound envelopes (``FAULTS_MESSAGES``) are published
 straight onto the application's outbound queue, through a ``ToAddressRouter`` to a
@@ -8,6 +9,21 @@ application's event queue: every message must get its ack and its ``delivered``
 report there. The router's message cache is Redis (the shared one, under a key prefix
 of the test's), as for any router with replicas or restarts: with the in-process
 cache, events of outbounds routed before the kill would be dead-lettered as unknown.
+
+SMPP transport: 5,000 envelopes on the transport's own outbound queue, sent to a fake
+SMSC speaking SMPP on a socket (``tests/transports/smpp/smsc.py``), which answers each
+submit_sm and sends a DELIVRD receipt for every message id it gave, as an SMSC does: a
+receipt the ESME has not answered is sent again, on whichever session is bound next.
+The transport keeps its provider ids in Redis. The end of the path is the transport's
+event queue: every message acked and reported delivered. A message whose submit_sm the
+SMSC answered after the kill is sent again under a new id; the receipt for the id the
+dead transport never read matches no message, and is dead-lettered with that reason
+(``unmatched_report_retries`` later): such letters are allowed, and only for those ids.
+
+MQTT transport: 5,000 envelopes on the transport's outbound queue, published to the
+shared Mosquitto at QoS 1 on one topic of the test's. The end of the path is a
+subscriber on that topic (QoS 1, each message acknowledged as it arrives), counting by
+the payload's id, and the ack of each on the transport's event queue.
 
 API replica and dispatcher: the Messaging API pipeline (two API replicas, dispatcher,
 router, simulator) on PostgreSQL, a client POSTing with an ``Idempotency-Key`` each,
@@ -24,17 +40,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import math
 import os
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
 from tests.faults.harness import (
+    AMQP_URL,
     POSTGRES_URL,
     REDIS_URL,
     SENDERS,
     Fleet,
+    Tally,
     WebhookReceiver,
     api_pipeline,
     api_queues,
@@ -45,6 +66,7 @@ from tests.faults.harness import (
     event_tallies,
     final_statuses,
     fleet_in_tmp,
+    letter_error,
     outbound,
     own_broker,
     post_all,
@@ -52,6 +74,10 @@ from tests.faults.harness import (
     subscribe,
     take_dead_letters,
 )
+from tests.transports.mqtt.conftest import quick_settings
+from tests.transports.smpp.smsc import FakeSmsc, receipt
+from vumi_like.messages import Event, EventType
+from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -59,6 +85,11 @@ MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
 API_MESSAGES = int(os.environ.get("FAULTS_API_MESSAGES", "400"))
 KILL_AFTER = 0.3  # the share of messages through before the kill
 DRAIN_TIMEOUT = 90
+SMPP = "vumi_like.transports.smpp.SmppTransport"
+MQTT = "vumi_like.transports.mqtt.MqttTransport"
+RECEIPT_SENDERS = 20  # receipts the SMSC has sent and not had answered, at most
+RECEIPT_TIMEOUT = 5  # seconds the SMSC waits for a receipt's answer before sending it again
+UNMATCHED_SETTLE = 5  # seconds for an unmatched receipt's one retry (1 s +- 20 %) to end
 
 
 @pytest.mark.parametrize("victim", ["router", "sms"])
@@ -92,6 +123,190 @@ async def test_kill_9_of_router_or_transport_loses_nothing(
     assert not letters, [letter.summary() for letter in letters]
     assert not acks.missing, acks.report("acks")
     assert not delivered.missing, delivered.report("delivered reports")
+
+
+async def test_kill_9_of_smpp_transport_loses_nothing(services: None, unique: str) -> None:
+    transport = f"{unique}-smpp"
+    queues = [f"{transport}.{kind}" for kind in ("outbound", "inbound", "event")]
+    queues.append(f"{transport}.unmatched_reports")
+    messages = [outbound(unique, i, transport) for i in range(MESSAGES)]
+    acks, delivered, on_event = event_tallies({m.message_id for m in messages})
+    acked_as: set[str] = set()  # the provider ids the acks name
+
+    def on_smpp_event(event: Event) -> None:
+        if event.event_type == EventType.ACK and event.sent_message_id:
+            acked_as.add(event.sent_message_id)
+        on_event(event)
+
+    smsc = FakeSmsc()
+    receipts = Tally()  # receipts the ESME answered, by the SMSC's message id
+    async with own_broker(queues) as broker, trio.open_nursery() as smsc_nursery:
+        await smsc_nursery.start(smsc.serve)
+        smsc_nursery.start_soon(send_receipts, smsc, receipts)
+        with fleet_in_tmp(AMQP_URL) as fleet:
+            fleet.add("smpp", SMPP, smpp_config(unique, transport, smsc))
+            await fleet.wait_healthy()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(consume_events, broker, f"{transport}.event", on_smpp_event)
+                nursery.start_soon(
+                    publish_all, broker, f"{transport}.outbound", [m.to_json() for m in messages]
+                )
+                with trio.fail_after(60):
+                    await acks.wait_count(int(MESSAGES * KILL_AFTER))
+                fleet.kill("smpp")
+                await trio.sleep(0.5)
+                fleet.restart("smpp")
+                await fleet.wait_healthy("smpp")
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await delivered.wait_all()
+                    await acks.wait_all()
+                    await receipts.wait_all()
+                # An unmatched receipt is tried again about a second later, then is a
+                # dead letter if its id is still unknown.
+                await trio.sleep(UNMATCHED_SETTLE)
+                nursery.cancel_scope.cancel()
+            letters = await take_dead_letters(broker, unique)
+        smsc_nursery.cancel_scope.cancel()
+    orphans = set(smsc.message_ids) - acked_as  # given in answers nobody read
+    print(
+        acks.report("acks"),
+        "|",
+        delivered.report("delivered reports"),
+        "|",
+        receipts.report("receipts answered"),
+        f"| submit_sm sent again: {len(smsc.submitted) - MESSAGES}",
+        f"| receipts for ids never read, dead-lettered: {len(letters)}",
+    )
+    assert not acks.missing, acks.report("acks")
+    assert not delivered.missing, delivered.report("delivered reports")
+    assert not receipts.missing, receipts.report("receipts answered")
+    submitted = {submit.short_message for submit in smsc.submitted}
+    assert submitted == {(m.content or "").encode() for m in messages}
+    for letter in letters:
+        assert letter.source_queue == f"{transport}.unmatched_reports", letter.summary()
+        assert "no message sent as provider id" in letter_error(letter), letter.summary()
+        assert set(json.loads(letter.delivery.body)["provider_ids"]) & orphans, letter.summary()
+
+
+def smpp_config(unique: str, transport: str, smsc: FakeSmsc) -> dict[str, Any]:
+    """An SMPP transport bound to ``smsc``, its provider ids in the shared Redis under
+    the test's prefix (for five minutes), an unmatched receipt dead-lettered after one
+    retry."""
+    return {
+        "transport_name": transport,
+        "host": "127.0.0.1",
+        "port": smsc.port,
+        "system_id": smsc.system_id,
+        "password": smsc.password,
+        "worker_concurrency": 50,
+        "message_cache_class": "redis",
+        "message_cache_config": {
+            "redis_url": REDIS_URL,
+            "key_prefix": f"{unique}:",
+            "connect_timeout": 1,
+            "command_timeout": 1,
+        },
+        "provider_id_ttl": 300,
+        "final_report_ttl": 60,
+        "unmatched_report_retries": 1,
+    }
+
+
+async def send_receipts(smsc: FakeSmsc, receipts: Tally) -> None:
+    """As an SMSC does: a DELIVRD receipt for every message id given, each sent until
+    the ESME answers it (again after ``RECEIPT_TIMEOUT``, or once a session is bound);
+    each id in ``receipts.sent`` when given, and arriving there once answered."""
+    ids, pending = trio.open_memory_channel[str](math.inf)
+    async with trio.open_nursery() as nursery:
+        for _ in range(RECEIPT_SENDERS):
+            nursery.start_soon(send_receipts_from, smsc, pending.clone(), receipts)
+        given = 0
+        while True:
+            await smsc.wait_until(functools.partial(more_given, smsc, given))
+            for message_id in smsc.message_ids[given:]:
+                receipts.sent.add(message_id)
+                ids.send_nowait(message_id)
+            given = len(smsc.message_ids)
+
+
+def more_given(smsc: FakeSmsc, given: int) -> bool:
+    return len(smsc.message_ids) > given
+
+
+async def send_receipts_from(
+    smsc: FakeSmsc, pending: trio.MemoryReceiveChannel[str], receipts: Tally
+) -> None:
+    async for message_id in pending:
+        while True:
+            await smsc.wait_until(lambda: any(c.receives for c in smsc.bound))
+            with (
+                trio.move_on_after(RECEIPT_TIMEOUT),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                answer = await smsc.deliver(receipt(message_id))
+                if answer.command_status == 0:
+                    receipts.arrive(message_id)
+                    break
+            await trio.sleep(0.1)
+
+
+async def test_kill_9_of_mqtt_transport_loses_nothing(
+    services: None, mosquitto: tuple[str, int], unique: str
+) -> None:
+    transport = f"{unique}-mqtt"
+    queues = [f"{transport}.{kind}" for kind in ("outbound", "inbound", "event")]
+    queues.append(f"{transport}.unmatched_reports")
+    target = {"target_type": "user", "target_id": "kill"}
+    messages = [
+        outbound(unique, i, transport, helper_metadata={"mqtt": target}) for i in range(MESSAGES)
+    ]
+    acks, _, on_event = event_tallies({m.message_id for m in messages})
+    published = Tally(sent={m.message_id for m in messages})  # by the payload's id
+    config = {
+        "transport_name": transport,
+        "host": mosquitto[0],
+        "port": mosquitto[1],
+        "topic_base": unique,
+        "qos": 1,
+        "worker_concurrency": 50,
+    }
+    async with (
+        own_broker(queues) as broker,
+        open_mqtt_client(quick_settings(mosquitto[1], host=mosquitto[0])) as device,
+    ):
+        await device.wait_connected()
+        await device.subscribe(f"/{unique}/user/kill/messages/publish", qos=1)
+        with fleet_in_tmp(AMQP_URL) as fleet:
+            fleet.add("mqtt", MQTT, config)
+            await fleet.wait_healthy()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(count_published, device, published)
+                await nursery.start(consume_events, broker, f"{transport}.event", on_event)
+                nursery.start_soon(
+                    publish_all, broker, f"{transport}.outbound", [m.to_json() for m in messages]
+                )
+                with trio.fail_after(60):
+                    await acks.wait_count(int(MESSAGES * KILL_AFTER))
+                fleet.kill("mqtt")
+                await trio.sleep(0.5)
+                fleet.restart("mqtt")
+                await fleet.wait_healthy("mqtt")
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await published.wait_all()
+                    await acks.wait_all()
+                nursery.cancel_scope.cancel()
+        letters = await take_dead_letters(broker, unique)
+    print(acks.report("acks"), "|", published.report("received from Mosquitto"))
+    assert not letters, [letter.summary() for letter in letters]
+    assert not published.missing, published.report("received from Mosquitto")
+    assert not acks.missing, acks.report("acks")
+
+
+async def count_published(device: TrioMqttClient, published: Tally) -> None:
+    """Each message ``device`` receives, by its payload's id, acknowledged at once."""
+    async for message in device.messages:
+        published.arrive(json.loads(message.payload)["id"])
+        device.ack(message)
 
 
 @pytest.mark.parametrize("victim", ["api0", "dispatcher"])
