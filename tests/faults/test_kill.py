@@ -1,4 +1,4 @@
-"""``kill -9`` of a router, a transport (the simulator, SMPP and MQTT), an API replica
+"""``kill -9`` of a router, a transport (the simulator, SMPP, MQTT and SMTP), an API replica
 and a dispatcher while messages flow; each is restarted, and nothing is missing at the
 end of the path.
 
@@ -25,6 +25,11 @@ shared Mosquitto at QoS 1 on one topic of the test's. The end of the path is a
 subscriber on that topic (QoS 1, each message acknowledged as it arrives), counting by
 the payload's id, and the ack of each on the transport's event queue.
 
+SMTP transport: 5,000 envelopes on the transport's outbound queue, mailed through a
+real SMTP server (aiosmtpd, on a thread of the test's). The end of the path is the
+server's mailbox, counted by each mail's ``Message-ID`` (the envelope's message id),
+and the ack of each on the transport's event queue.
+
 API replica and dispatcher: the Messaging API pipeline (two API replicas, dispatcher,
 router, simulator) on PostgreSQL, a client POSTing with an ``Idempotency-Key`` each,
 and a webhook receiver. The HTTP API accepts about 120 messages/s on this 2-core
@@ -39,6 +44,7 @@ which a receiver drops it.
 from __future__ import annotations
 
 import contextlib
+import email
 import functools
 import json
 import math
@@ -76,7 +82,8 @@ from tests.faults.harness import (
 )
 from tests.transports.mqtt.conftest import quick_settings
 from tests.transports.smpp.smsc import FakeSmsc, receipt
-from vumi_like.messages import Event, EventType
+from tests.transports.smtp.servers import Recorder, SmtpServer
+from vumi_like.messages import Event, EventType, Message
 from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -87,6 +94,7 @@ KILL_AFTER = 0.3  # the share of messages through before the kill
 DRAIN_TIMEOUT = 90
 SMPP = "vumi_like.transports.smpp.SmppTransport"
 MQTT = "vumi_like.transports.mqtt.MqttTransport"
+SMTP = "vumi_like.transports.smtp.SmtpTransport"
 RECEIPT_SENDERS = 20  # receipts the SMSC has sent and not had answered, at most
 RECEIPT_TIMEOUT = 5  # seconds the SMSC waits for a receipt's answer before sending it again
 UNMATCHED_SETTLE = 5  # seconds for an unmatched receipt's one retry (1 s +- 20 %) to end
@@ -307,6 +315,77 @@ async def count_published(device: TrioMqttClient, published: Tally) -> None:
     async for message in device.messages:
         published.arrive(json.loads(message.payload)["id"])
         device.ack(message)
+
+
+async def test_kill_9_of_smtp_transport_loses_nothing(services: None, unique: str) -> None:
+    transport = f"{unique}-email"
+    queues = [f"{transport}.{kind}" for kind in ("outbound", "inbound", "event")]
+    queues.append(f"{transport}.unmatched_reports")
+    messages = [
+        Message(
+            to_addr=f"user{i}@example.org",
+            from_addr="noreply@example.org",
+            transport_name=transport,
+            transport_type="email",
+            content=f"{unique} message {i}",
+            helper_metadata={"email": {"subject": f"message {i}"}},
+        )
+        for i in range(MESSAGES)
+    ]
+    acks, _, on_event = event_tallies({m.message_id for m in messages})
+    mailed = Tally(sent={m.message_id for m in messages})  # by the Message-ID's left part
+    server = SmtpServer(Recorder())
+    server.start()
+    config = {
+        "transport_name": transport,
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": "none",
+        "worker_concurrency": 50,
+    }
+    try:
+        async with own_broker(queues) as broker:
+            with fleet_in_tmp(AMQP_URL) as fleet:
+                fleet.add("email", SMTP, config)
+                await fleet.wait_healthy()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(count_mailed, server.recorder, mailed)
+                    await nursery.start(consume_events, broker, f"{transport}.event", on_event)
+                    nursery.start_soon(
+                        publish_all,
+                        broker,
+                        f"{transport}.outbound",
+                        [m.to_json() for m in messages],
+                    )
+                    with trio.fail_after(60):
+                        await acks.wait_count(int(MESSAGES * KILL_AFTER))
+                    fleet.kill("email")
+                    await trio.sleep(0.5)
+                    fleet.restart("email")
+                    await fleet.wait_healthy("email")
+                    with trio.move_on_after(DRAIN_TIMEOUT):
+                        await mailed.wait_all()
+                        await acks.wait_all()
+                    nursery.cancel_scope.cancel()
+            letters = await take_dead_letters(broker, unique)
+    finally:
+        server.stop()
+    print(acks.report("acks"), "|", mailed.report("mails the SMTP server took"))
+    assert not letters, [letter.summary() for letter in letters]
+    assert not mailed.missing, mailed.report("mails the SMTP server took")
+    assert not acks.missing, acks.report("acks")
+
+
+async def count_mailed(recorder: Recorder, mailed: Tally) -> None:
+    """Each mail the server (on its own thread) took, by its Message-ID's left part."""
+    seen = 0
+    while True:
+        received = recorder.received[seen:]
+        seen += len(received)
+        for mail in received:
+            message_id = email.message_from_bytes(mail.content)["Message-ID"]
+            mailed.arrive(message_id.strip("<>").partition("@")[0])
+        await trio.sleep(0.05)
 
 
 @pytest.mark.parametrize("victim", ["api0", "dispatcher"])
