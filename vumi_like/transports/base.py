@@ -24,7 +24,10 @@ and, for what the provider sends back, calls ``publish_inbound`` and
   has not seen the mapping) waits on the broker (``<transport_name>.unmatched_reports``)
   and is tried again, ``unmatched_report_retries`` times, then dead-lettered with the
   reason. A final report shortens the mapping's life to ``final_report_ttl`` rather
-  than deleting it, so the duplicates providers send still match.
+  than deleting it, so the duplicates providers send still match. A provider that
+  reports by our own ``message_id`` (``reported_message_id``: Kannel, fetching the
+  ``dlr-url`` it was given) needs none of this: nothing is stored, and each report
+  names its message, whatever a restart made an in-process cache forget.
 * **Provider down**: a subclass calls ``provider_down(reason)`` when its connection is
   lost and ``provider_up()`` when it is back. A ``ProviderUnavailable`` from ``send``
   calls ``provider_down`` too, unless the transport sets ``tracks_connection`` (its
@@ -143,6 +146,11 @@ class BaseTransport(BaseWorker, abc.ABC):
         """The forms of a reported id to look up, most likely first."""
         return [normalise_provider_id(provider_id)]
 
+    def reported_message_id(self, provider_id: str) -> str | None:
+        """The message a report names by our own id (a provider that echoes the
+        ``message_id`` it was sent), which needs no look-up; None: look it up."""
+        return None
+
     # -- the shared behaviour
 
     async def setup(self) -> None:
@@ -259,6 +267,14 @@ class BaseTransport(BaseWorker, abc.ABC):
     async def _acked(self, message: Message, provider_ids: list[str]) -> None:
         if not provider_ids:
             raise ValueError(f"{type(self).__name__}.send returned no provider id")
+        if any(self.reported_message_id(p) != message.message_id for p in provider_ids):
+            await self._store_provider_ids(message, provider_ids)
+        metadata = {"provider_ids": provider_ids} if len(provider_ids) > 1 else {}
+        await self.connector.publish_event(
+            Event.ack(message, sent_message_id=provider_ids[0], transport_metadata=metadata)
+        )
+
+    async def _store_provider_ids(self, message: Message, provider_ids: list[str]) -> None:
         normal = [normalise_provider_id(provider_id) for provider_id in provider_ids]
         try:
             await self.cache.store_provider_ids(
@@ -268,10 +284,6 @@ class BaseTransport(BaseWorker, abc.ABC):
             # Sent already: failing now would only hide that. Its reports will wait as
             # unmatched, then be dead-lettered with the reason.
             self.log.error("provider id not stored", message_id=message.message_id, error=str(exc))
-        metadata = {"provider_ids": provider_ids} if len(provider_ids) > 1 else {}
-        await self.connector.publish_event(
-            Event.ack(message, sent_message_id=provider_ids[0], transport_metadata=metadata)
-        )
 
     # -- what the provider sends back
 
@@ -290,8 +302,14 @@ class BaseTransport(BaseWorker, abc.ABC):
         broker and is matched later, or dead-lettered. Either way it is safe with the
         broker when this returns, so the provider may be told it was received.
         """
-        forms = self.provider_id_forms(provider_id)
         metadata = dict(transport_metadata or {})
+        message_id = self.reported_message_id(provider_id)
+        if message_id is not None:
+            await self.connector.publish_event(
+                Event.delivery_report(message_id, status, transport_metadata=metadata)
+            )
+            return True
+        forms = self.provider_id_forms(provider_id)
         if await self._report(forms, status, metadata):
             return True
         self.log.info("delivery report for an unknown provider id: trying later", forms=forms)

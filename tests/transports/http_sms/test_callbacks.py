@@ -60,6 +60,29 @@ async def test_kannel_delivery_reports_reach_the_message_they_are_for(
     assert second.transport_metadata == {"provider_status": "1"}
 
 
+async def test_a_kannel_report_finds_its_message_after_the_transport_restarted(
+    broker: BrokerInspector, unique: str
+):
+    """Kannel's reports name the message id: matched with no cache, so the in-process
+    cache that a restart empties loses none of them."""
+    message = outbound(unique)
+    with trio.fail_after(10):
+        async with fake_kannel() as kannel:
+            config = kannel_config(unique, kannel.url, unmatched_report_retries=0)
+            async with running_worker(HttpSmsTransport, config, broker):
+                await broker.publish(f"{unique}.outbound", message.to_json())
+                (ack,) = await events(broker, unique, 1)
+            (sent,) = kannel.requests
+            assert ack.event_type == EventType.ACK
+            async with running_worker(HttpSmsTransport, config, broker):
+                answer = await kannel_reports(sent, 1)
+                (report,) = await events(broker, unique, 1)
+    assert answer.status_code == 200
+    assert report.event_type == EventType.DELIVERY_REPORT
+    assert report.user_message_id == message.message_id
+    assert report.delivery_status == DeliveryStatus.DELIVERED
+
+
 async def test_twilio_status_callbacks_keep_the_raw_status_and_error_code(
     broker: BrokerInspector, unique: str
 ):

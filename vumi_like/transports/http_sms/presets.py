@@ -17,7 +17,9 @@ default; ``url`` is that address and path, ``http://kannel:13013/cgi-bin/sendsms
   the provider id is our ``message_id`` (no ``id_*`` key), and the ``dlr-url`` carries
   that id back: Kannel fetches it with ``%d`` replaced by the report's type, which
   ``status_map`` reads (1 -> delivered, 2 and 16 -> failed, 4 and 8 -> pending).
-  The shared secret rides in the same URL; Kannel cannot add a header.
+  A report so names its message itself: no message cache is needed to match it,
+  before or after a restart. The shared secret rides in the same URL; Kannel cannot
+  add a header.
 * Inbound: an ``sms-service`` whose ``get-url`` is
   ``<inbound_url>?from=%p&to=%P&content=%a&secret=<callback_secret>``, with
   ``omit-empty = true`` (our answer is empty; Kannel would otherwise send the phone

@@ -87,6 +87,11 @@ class HttpSmsTransport(BaseTransport):
             return [message.message_id]
         return [provider_id or message.message_id]
 
+    def reported_message_id(self, provider_id: str) -> str | None:
+        # With no id read from the answer, every message is sent as its message_id,
+        # and only a callback URL carrying that id back can report on it.
+        return None if self.answer_rules.reads_an_id else provider_id
+
     # -- callbacks
 
     async def _verified_callback(self, kind: str) -> Callback:
