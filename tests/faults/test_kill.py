@@ -1,6 +1,6 @@
-"""``kill -9`` of a router, a transport (the simulator, SMPP, MQTT and SMTP), an API replica
-and a dispatcher while messages flow; each is restarted, and nothing is missing at the
-end of the path.
+"""``kill -9`` of a router, a transport (the simulator, SMPP, MQTT, SMTP and HTTP SMS),
+an API replica and a dispatcher while messages flow; each is restarted, and nothing is
+missing at the end of the path.
 
 Router and transport: 5,000 outbound envelopes (``FAULTS_MESSAGES``) are published
 straight onto the application's outbound queue, through a ``ToAddressRouter`` to a
@@ -30,6 +30,12 @@ real SMTP server (aiosmtpd, on a thread of the test's). The end of the path is t
 server's mailbox, counted by each mail's ``Message-ID`` (the envelope's message id),
 and the ack of each on the transport's event queue.
 
+HTTP SMS transport (``preset: kannel``, the default in-process message cache): 5,000
+envelopes to a fake Kannel, which fetches each message's ``dlr-url`` (delivered) until
+it is answered. The end of the path is the provider's requests, and the ack and the
+``delivered`` report of each on the transport's event queue: the reports of messages
+sent before the kill come to the restarted transport, whose cache is empty.
+
 API replica and dispatcher: the Messaging API pipeline (two API replicas, dispatcher,
 router, simulator) on PostgreSQL, a client POSTing with an ``Idempotency-Key`` each,
 and a webhook receiver. The HTTP API accepts about 120 messages/s on this 2-core
@@ -46,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import email
 import functools
+import itertools
 import json
 import math
 import os
@@ -72,6 +79,7 @@ from tests.faults.harness import (
     event_tallies,
     final_statuses,
     fleet_in_tmp,
+    free_port,
     letter_error,
     outbound,
     own_broker,
@@ -80,6 +88,7 @@ from tests.faults.harness import (
     subscribe,
     take_dead_letters,
 )
+from tests.transports.http_sms.fakes import FakeProvider, Recorded, fake_kannel
 from tests.transports.mqtt.conftest import quick_settings
 from tests.transports.smpp.smsc import FakeSmsc, receipt
 from tests.transports.smtp.servers import Recorder, SmtpServer
@@ -95,6 +104,7 @@ DRAIN_TIMEOUT = 90
 SMPP = "vumi_like.transports.smpp.SmppTransport"
 MQTT = "vumi_like.transports.mqtt.MqttTransport"
 SMTP = "vumi_like.transports.smtp.SmtpTransport"
+HTTP_SMS = "vumi_like.transports.http_sms.HttpSmsTransport"
 RECEIPT_SENDERS = 20  # receipts the SMSC has sent and not had answered, at most
 RECEIPT_TIMEOUT = 5  # seconds the SMSC waits for a receipt's answer before sending it again
 UNMATCHED_SETTLE = 5  # seconds for an unmatched receipt's one retry (1 s +- 20 %) to end
@@ -386,6 +396,91 @@ async def count_mailed(recorder: Recorder, mailed: Tally) -> None:
             message_id = email.message_from_bytes(mail.content)["Message-ID"]
             mailed.arrive(message_id.strip("<>").partition("@")[0])
         await trio.sleep(0.05)
+
+
+async def test_kill_9_of_http_sms_transport_loses_nothing(services: None, unique: str) -> None:
+    transport = f"{unique}-sms"
+    queues = [f"{transport}.{kind}" for kind in ("outbound", "inbound", "event")]
+    queues.append(f"{transport}.unmatched_reports")
+    messages = [outbound(unique, i, transport) for i in range(MESSAGES)]
+    acks, delivered, on_event = event_tallies({m.message_id for m in messages})
+    by_text = {m.content: m.message_id for m in messages}
+    taken = Tally(sent={m.message_id for m in messages})  # requests the provider answered
+    async with fake_kannel() as kannel, own_broker(queues) as broker:
+        with fleet_in_tmp(AMQP_URL) as fleet:
+            port = free_port()
+            config = {
+                "transport_name": transport,
+                "preset": "kannel",
+                "url": f"{kannel.url}/cgi-bin/sendsms",
+                "username": "user",
+                "password": "password",
+                "callback_secret": "callback-secret",
+                "http_bind": f"127.0.0.1:{port}",
+                "callback_base_url": f"http://127.0.0.1:{port}",
+                "worker_concurrency": 50,
+            }
+            fleet.add("sms", HTTP_SMS, config)
+            await fleet.wait_healthy()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(report_each, kannel, by_text, taken)
+                await nursery.start(consume_events, broker, f"{transport}.event", on_event)
+                nursery.start_soon(
+                    publish_all, broker, f"{transport}.outbound", [m.to_json() for m in messages]
+                )
+                with trio.fail_after(60):
+                    await acks.wait_count(int(MESSAGES * KILL_AFTER))
+                fleet.kill("sms")
+                await trio.sleep(0.5)
+                fleet.restart("sms")
+                await fleet.wait_healthy("sms")
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await delivered.wait_all()
+                    await acks.wait_all()
+                nursery.cancel_scope.cancel()
+        letters = await take_dead_letters(broker, unique)
+    print(
+        acks.report("acks"),
+        "|",
+        delivered.report("delivered reports"),
+        "|",
+        taken.report("requests to the provider"),
+    )
+    assert not letters, [letter.summary() for letter in letters]
+    assert not taken.missing, taken.report("requests to the provider")
+    assert not acks.missing, acks.report("acks")
+    assert not delivered.missing, delivered.report("delivered reports")
+
+
+async def report_each(kannel: FakeProvider, by_text: dict[str | None, str], taken: Tally) -> None:
+    """As Kannel does for a message its SMSC delivered: fetch its ``dlr-url`` (type 1),
+    for every message the provider took; each again after a failure or an answer that
+    is not 2xx, as a provider that retries its callbacks does."""
+    limit = trio.Semaphore(RECEIPT_SENDERS)
+    async with (
+        httpx.AsyncClient(timeout=RECEIPT_TIMEOUT) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for seen in itertools.count():
+            await kannel.wait_for(seen + 1, within=math.inf)
+            sent = kannel.requests[seen]
+            taken.arrive(by_text[sent.query.get("text")])
+            await limit.acquire()
+            nursery.start_soon(report_until_answered, client, sent, limit)
+
+
+async def report_until_answered(
+    client: httpx.AsyncClient, sent: Recorded, limit: trio.Semaphore
+) -> None:
+    url = sent.query["dlr-url"].replace("%d", "1")
+    try:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).is_success:
+                    return
+            await trio.sleep(0.2)
+    finally:
+        limit.release()
 
 
 @pytest.mark.parametrize("victim", ["api0", "dispatcher"])
