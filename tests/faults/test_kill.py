@@ -1,6 +1,6 @@
-"""``kill -9`` of a router, a transport (the simulator, SMPP, MQTT, SMTP and HTTP SMS),
-an API replica and a dispatcher while messages flow; each is restarted, and nothing is
-missing at the end of the path.
+"""``kill -9`` of a router, a transport (the simulator, SMPP, MQTT, SMTP, HTTP SMS and
+WhatsApp), an API replica and a dispatcher while messages flow; each is restarted, and
+nothing is missing at the end of the path.
 
 Router and transport: 5,000 outbound envelopes (``FAULTS_MESSAGES``) are published
 straight onto the application's outbound queue, through a ``ToAddressRouter`` to a
@@ -36,6 +36,12 @@ it is answered. The end of the path is the provider's requests, and the ack and 
 ``delivered`` report of each on the transport's event queue: the reports of messages
 sent before the kill come to the restarted transport, whose cache is empty.
 
+WhatsApp transport: 5,000 envelopes to a fake Graph API (``tests/transports/
+test_whatsapp.py``), whose "Meta" POSTs a signed ``delivered`` status webhook for every
+message it accepted, again until it is answered 200, as Meta retries its webhooks. The
+transport keeps its wamids in Redis. The end of the path is the Graph API's requests,
+and the ack and the ``delivered`` report of each on the transport's event queue.
+
 API replica and dispatcher: the Messaging API pipeline (two API replicas, dispatcher,
 router, simulator) on PostgreSQL, a client POSTing with an ``Idempotency-Key`` each,
 and a webhook receiver. The HTTP API accepts about 120 messages/s on this 2-core
@@ -58,6 +64,7 @@ import math
 import os
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -92,8 +99,24 @@ from tests.transports.http_sms.fakes import FakeProvider, Recorded, fake_kannel
 from tests.transports.mqtt.conftest import quick_settings
 from tests.transports.smpp.smsc import FakeSmsc, receipt
 from tests.transports.smtp.servers import Recorder, SmtpServer
+from tests.transports.test_whatsapp import (
+    APP_SECRET,
+    DISPLAY_NUMBER,
+    MESSAGES_PATH,
+    NUMBER_ID,
+    TOKEN,
+    VERIFY_TOKEN,
+    VERSION,
+    FakeGraph,
+    fake_http_server,
+    notification,
+    statuses,
+)
+from tests.transports.test_whatsapp import Answer as GraphAnswer
+from tests.transports.test_whatsapp import Recorded as GraphRequest
 from vumi_like.messages import Event, EventType, Message
 from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
+from vumi_like.transports.whatsapp import SIGNATURE_HEADER, signature
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -105,6 +128,7 @@ SMPP = "vumi_like.transports.smpp.SmppTransport"
 MQTT = "vumi_like.transports.mqtt.MqttTransport"
 SMTP = "vumi_like.transports.smtp.SmtpTransport"
 HTTP_SMS = "vumi_like.transports.http_sms.HttpSmsTransport"
+WHATSAPP = "vumi_like.transports.whatsapp.WhatsAppCloudTransport"
 RECEIPT_SENDERS = 20  # receipts the SMSC has sent and not had answered, at most
 RECEIPT_TIMEOUT = 5  # seconds the SMSC waits for a receipt's answer before sending it again
 UNMATCHED_SETTLE = 5  # seconds for an unmatched receipt's one retry (1 s +- 20 %) to end
@@ -477,6 +501,135 @@ async def report_until_answered(
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(url)).is_success:
+                    return
+            await trio.sleep(0.2)
+    finally:
+        limit.release()
+
+
+async def test_kill_9_of_whatsapp_transport_loses_nothing(services: None, unique: str) -> None:
+    transport = f"{unique}-whatsapp"
+    queues = [f"{transport}.{kind}" for kind in ("outbound", "inbound", "event")]
+    queues.append(f"{transport}.unmatched_reports")
+    messages = [
+        Message(
+            to_addr="16505551234",
+            from_addr=DISPLAY_NUMBER,
+            transport_name=transport,
+            transport_type="whatsapp",
+            content=f"{unique} message {i}",
+        )
+        for i in range(MESSAGES)
+    ]
+    acks, delivered, on_event = event_tallies({m.message_id for m in messages})
+    by_text = {m.content: m.message_id for m in messages}
+    taken = Tally(sent={m.message_id for m in messages})  # messages the Graph API accepted
+    graph = RecordingGraph()
+    async with fake_http_server(graph.respond) as server, own_broker(queues) as broker:
+        with fleet_in_tmp(AMQP_URL) as fleet:
+            fleet.add("whatsapp", WHATSAPP, whatsapp_config(unique, transport, server.url))
+            await fleet.wait_healthy()
+            async with trio.open_nursery() as nursery:
+                webhook_url = f"{fleet.url('whatsapp')}/whatsapp/webhook"
+                nursery.start_soon(post_statuses, graph, webhook_url, by_text, taken)
+                await nursery.start(consume_events, broker, f"{transport}.event", on_event)
+                nursery.start_soon(
+                    publish_all, broker, f"{transport}.outbound", [m.to_json() for m in messages]
+                )
+                with trio.fail_after(60):
+                    await acks.wait_count(int(MESSAGES * KILL_AFTER))
+                fleet.kill("whatsapp")
+                await trio.sleep(0.5)
+                fleet.restart("whatsapp")
+                await fleet.wait_healthy("whatsapp")
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await delivered.wait_all()
+                    await acks.wait_all()
+                nursery.cancel_scope.cancel()
+        letters = await take_dead_letters(broker, unique)
+    print(
+        acks.report("acks"),
+        "|",
+        delivered.report("delivered statuses"),
+        "|",
+        taken.report("messages the Graph API took"),
+    )
+    assert not letters, [letter.summary() for letter in letters]
+    assert not taken.missing, taken.report("messages the Graph API took")
+    assert not acks.missing, acks.report("acks")
+    assert not delivered.missing, delivered.report("delivered statuses")
+
+
+@attrs.define
+class RecordingGraph(FakeGraph):
+    """The fake Graph API, noting the text and the wamid of every message it accepts."""
+
+    accepted: list[tuple[str, str]] = attrs.field(factory=list)
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def respond(self, req: GraphRequest) -> GraphAnswer:
+        answer = super().respond(req)
+        if req.path == MESSAGES_PATH and answer.status == 200:
+            assert isinstance(answer.body, dict)
+            wamid = answer.body["messages"][0]["id"]
+            self.accepted.append((req.json()["text"]["body"], wamid))
+            self.changed.set()
+            self.changed = trio.Event()
+        return answer
+
+
+def whatsapp_config(unique: str, transport: str, api_url: str) -> dict[str, Any]:
+    """A WhatsApp transport on the fake Graph API at ``api_url``, its wamids in the
+    shared Redis under the test's prefix (for five minutes)."""
+    return {
+        "transport_name": transport,
+        "api_base_url": api_url,
+        "api_version": VERSION,
+        "phone_number_id": NUMBER_ID,
+        "access_token": TOKEN,
+        "app_secret": APP_SECRET,
+        "verify_token": VERIFY_TOKEN,
+        "worker_concurrency": 50,
+        "message_cache_class": "redis",
+        "message_cache_config": {
+            "redis_url": REDIS_URL,
+            "key_prefix": f"{unique}:",
+            "connect_timeout": 1,
+            "command_timeout": 1,
+        },
+        "provider_id_ttl": 300,
+        "final_report_ttl": 60,
+    }
+
+
+async def post_statuses(
+    graph: RecordingGraph, url: str, by_text: dict[str | None, str], taken: Tally
+) -> None:
+    """As Meta does: a signed ``delivered`` status webhook for every message accepted,
+    each POSTed again until it is answered 200."""
+    limit = trio.Semaphore(RECEIPT_SENDERS)
+    async with (
+        httpx.AsyncClient(timeout=RECEIPT_TIMEOUT) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for seen in itertools.count():
+            while len(graph.accepted) <= seen:
+                await graph.changed.wait()
+            text, wamid = graph.accepted[seen]
+            taken.arrive(by_text[text])
+            body = json.dumps(notification(statuses((wamid, "delivered")))).encode()
+            await limit.acquire()
+            nursery.start_soon(post_until_answered, client, url, body, limit)
+
+
+async def post_until_answered(
+    client: httpx.AsyncClient, url: str, body: bytes, limit: trio.Semaphore
+) -> None:
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(APP_SECRET, body)}
+    try:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.post(url, content=body, headers=headers)).status_code == 200:
                     return
             await trio.sleep(0.2)
     finally:
