@@ -18,6 +18,8 @@ and the client side that counts what was sent against what arrived.
   (at once, after a delay, or with an error), recording each attempt.
 * ``envelope_path`` (a router and a simulator) and ``api_pipeline`` (the Messaging API,
   its dispatcher, a router and a simulator), started in a fleet.
+* ``kill_mid_stream``: envelopes published onto a connector's outbound queue, its
+  events counted, and a worker killed (``kill -9``) and started again on the way.
 
 ``bench/poison.py`` and ``bench/receivers.py`` use this module too.
 """
@@ -38,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,8 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("VUMI_LIKE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 START_TIMEOUT = 60  # seconds for a fleet's workers to answer /health
+KILL_AFTER = 0.3  # the share of messages through before a kill
+DRAIN_TIMEOUT = 90  # seconds for the rest to arrive after the killed worker is back
 STOP_TIMEOUT = 15  # seconds a worker gets after SIGTERM before SIGKILL
 
 
@@ -722,22 +726,66 @@ def envelope_queues(unique: str) -> tuple[str, str, list[str]]:
     return app, transport, [f"{name}.{kind}" for name in (app, transport) for kind in kinds]
 
 
+def redis_cache(unique: str, redis_url: str = REDIS_URL) -> dict[str, Any]:
+    """A worker's config keys for a message cache in the Redis at ``redis_url``, under
+    the test's prefix."""
+    return {
+        "message_cache_class": "redis",
+        "message_cache_config": {
+            "redis_url": redis_url,
+            "key_prefix": f"{unique}:",
+            "connect_timeout": 1,
+            "command_timeout": 1,
+        },
+    }
+
+
+def transport_queues(transport: str) -> list[str]:
+    """A transport's queues: its connector's three and its unmatched delivery reports."""
+    kinds = ("outbound", "inbound", "event", "unmatched_reports")
+    return [f"{transport}.{kind}" for kind in kinds]
+
+
+async def kill_mid_stream(
+    broker: BrokerInspector,
+    fleet: Fleet,
+    victim: str,
+    connector: str,
+    messages: list[Message],
+    on_event: Callable[[Event], None],
+    acks: Tally,
+    *ends: Tally,
+    beside: Sequence[Callable[[], Awaitable[object]]] = (),
+) -> None:
+    """Publish ``messages`` on ``connector``'s outbound queue, handing every event of
+    its event queue to ``on_event``; ``kill -9`` worker ``victim`` once ``KILL_AFTER``
+    of them are acked, start it again, and wait until ``acks`` and every one of ``ends``
+    have all their ids (``DRAIN_TIMEOUT`` at most: the caller checks ``missing``).
+    ``beside`` runs meanwhile (the other side's counting, say), and is cancelled after."""
+    async with trio.open_nursery() as nursery:
+        for task in beside:
+            nursery.start_soon(task)
+        await nursery.start(consume_events, broker, f"{connector}.event", on_event)
+        bodies = [message.to_json() for message in messages]
+        nursery.start_soon(publish_all, broker, f"{connector}.outbound", bodies)
+        with trio.fail_after(60):
+            await acks.wait_count(int(len(messages) * KILL_AFTER))
+        fleet.kill(victim)
+        await trio.sleep(0.5)
+        fleet.restart(victim)
+        await fleet.wait_healthy(victim)
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            for tally in (acks, *ends):
+                await tally.wait_all()
+        nursery.cancel_scope.cancel()
+
+
 def envelope_path(
     fleet: Fleet, unique: str, app: str, transport: str, redis_url: str | None
 ) -> None:
     """A router (caching in the Redis at ``redis_url``, or in its memory if None) and a
     simulator (ack and delivered report at once) between ``app`` and ``transport``."""
-    cache: dict[str, Any] = {}
-    if redis_url is not None:
-        cache = {
-            "message_cache_class": "redis",
-            "message_cache_config": {
-                "redis_url": redis_url,
-                "key_prefix": f"{unique}:",
-                "connect_timeout": 1,
-                "command_timeout": 1,
-            },
-        }
+    cache = {} if redis_url is None else redis_cache(unique, redis_url)
     fleet.add(
         "router",
         ROUTER,
