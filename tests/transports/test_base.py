@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 import trio
 
 from tests.broker.test_contract import nothing_arrives, receive
 from tests.test_worker import running_worker
 from tests.transports.helpers import events
 from vumi_like.broker import BrokerInspector
+from vumi_like.caches import CacheError, CacheUnavailable
 from vumi_like.messages import DeliveryStatus, EventType, Message
 from vumi_like.transports.base import BaseTransport, TransportConfig, normalise_provider_id
 from vumi_like.transports.outcomes import (
@@ -169,6 +171,57 @@ async def test_a_report_never_matched_is_dead_lettered_with_the_reason(
         (dead,) = await receive(broker, f"{unique}.dead_letter", 1)
     assert b'"provider_ids":["99"]' in dead.body
     assert "no message sent as provider id '99' after 1 attempts" in str(dead.headers)
+
+
+class FlakyCache:
+    """Wraps a transport's cache: its next stores raise the ``failures`` given."""
+
+    def __init__(self, transport: BaseTransport, *failures: CacheError) -> None:
+        self.store = transport.cache.store_provider_ids
+        self.failures = list(failures)
+        self.tries = 0
+        transport.cache.store_provider_ids = self  # type: ignore[method-assign]
+
+    async def __call__(self, *args: Any) -> None:
+        self.tries += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        await self.store(*args)
+
+
+async def test_a_cache_that_cannot_be_reached_is_waited_for_before_the_ack(
+    broker: BrokerInspector, unique: str
+):
+    """A sent message's provider id is stored once the cache answers again, so its
+    report still finds it; the ack waits until then."""
+    message = outbound(unique, "ok:0042")
+    async with running_worker(ScriptedTransport, config(unique), broker) as transport:
+        down = CacheUnavailable("redis://127.0.0.1:1: connection refused")
+        cache = FlakyCache(transport, down, down)
+        with structlog.testing.capture_logs() as logs:
+            await broker.publish(f"{unique}.outbound", message.to_json())
+            (ack,) = await events(broker, unique, 1)
+        assert await transport.delivery_report("42", DeliveryStatus.DELIVERED)
+        (report,) = await events(broker, unique, 1)
+    assert ack.event_type == EventType.ACK
+    assert cache.tries == 3
+    waits = [e for e in logs if e["event"] == "provider id not stored yet: waiting for the cache"]
+    assert [e["retry_in"] for e in waits] == [0.25, 0.5]
+    assert all("connection refused" in e["error"] for e in waits)
+    assert report.user_message_id == message.message_id
+
+
+async def test_a_cache_that_refuses_a_store_is_not_tried_again(
+    broker: BrokerInspector, unique: str
+):
+    message = outbound(unique, "ok:0043")
+    async with running_worker(ScriptedTransport, config(unique), broker) as transport:
+        cache = FlakyCache(transport, CacheError("WRONGTYPE"))
+        await broker.publish(f"{unique}.outbound", message.to_json())
+        (ack,) = await events(broker, unique, 1)
+        assert not await transport.delivery_report("43", DeliveryStatus.DELIVERED)
+    assert ack.event_type == EventType.ACK
+    assert cache.tries == 1
 
 
 async def test_sends_keep_to_max_tps(broker: BrokerInspector, unique: str):

@@ -27,7 +27,10 @@ and, for what the provider sends back, calls ``publish_inbound`` and
   than deleting it, so the duplicates providers send still match. A provider that
   reports by our own ``message_id`` (``reported_message_id``: Kannel, fetching the
   ``dlr-url`` it was given) needs none of this: nothing is stored, and each report
-  names its message, whatever a restart made an in-process cache forget.
+  names its message, whatever a restart made an in-process cache forget. A cache that
+  cannot be reached when a sent message's ids are to be stored is waited for, the
+  delivery held and a warning logged at each try: without the mapping, its reports
+  would find nothing.
 * **Provider down**: a subclass calls ``provider_down(reason)`` when its connection is
   lost and ``provider_up()`` when it is back. A ``ProviderUnavailable`` from ``send``
   calls ``provider_down`` too, unless the transport sets ``tracks_connection`` (its
@@ -43,9 +46,10 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import trio
 from pydantic import BaseModel, Field
 
-from vumi_like.caches import CacheError, MessageCache, MessageCacheSettings
+from vumi_like.caches import CacheError, CacheUnavailable, MessageCache, MessageCacheSettings
 from vumi_like.config import BaseConfig
 from vumi_like.messages import DeliveryStatus, Event, Message
 from vumi_like.retry import RetryLater, RetryPolicy, RetrySettings, Unprocessable
@@ -60,6 +64,9 @@ from vumi_like.worker import BaseWorker, ReceiveOutboundConnector
 __all__ = ["BaseTransport", "TransportConfig", "normalise_provider_id"]
 
 FINAL_STATUSES = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED})
+# Seconds between tries to store a sent message's provider ids while the cache is away.
+STORE_RETRY_FIRST = 0.25
+STORE_RETRY_MAX = 5.0
 
 
 class TransportConfig(BaseConfig, RetrySettings, MessageCacheSettings):
@@ -275,15 +282,37 @@ class BaseTransport(BaseWorker, abc.ABC):
         )
 
     async def _store_provider_ids(self, message: Message, provider_ids: list[str]) -> None:
+        """Map ``provider_ids`` to the message, waiting out a cache that cannot be
+        reached: the message is sent, so without the mapping its reports would find
+        nothing. Meanwhile the delivery stays in hand (a transport stopped now sends
+        it again), and each failed try is a warning."""
         normal = [normalise_provider_id(provider_id) for provider_id in provider_ids]
-        try:
-            await self.cache.store_provider_ids(
-                self.config.transport_name, normal, message.message_id, self.config.provider_id_ttl
-            )
-        except CacheError as exc:
-            # Sent already: failing now would only hide that. Its reports will wait as
-            # unmatched, then be dead-lettered with the reason.
-            self.log.error("provider id not stored", message_id=message.message_id, error=str(exc))
+        wait = STORE_RETRY_FIRST
+        while True:
+            try:
+                await self.cache.store_provider_ids(
+                    self.config.transport_name,
+                    normal,
+                    message.message_id,
+                    self.config.provider_id_ttl,
+                )
+                return
+            except CacheUnavailable as exc:
+                self.log.warning(
+                    "provider id not stored yet: waiting for the cache",
+                    message_id=message.message_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=wait,
+                )
+            except CacheError as exc:
+                # Refused, not unreachable: trying again would not help. Its reports
+                # will wait as unmatched, then be dead-lettered with the reason.
+                self.log.error(
+                    "provider id not stored", message_id=message.message_id, error=str(exc)
+                )
+                return
+            await trio.sleep(wait)
+            wait = min(wait * 2, STORE_RETRY_MAX)
 
     # -- what the provider sends back
 
