@@ -30,6 +30,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -54,6 +55,7 @@ import trio
 import yaml
 
 from tests.conftest import IN_CI
+from tests.transports.smpp.smsc import FakeSmsc, receipt
 from vumi_like.broker import BrokerInspector, open_inspector
 from vumi_like.broker.base import HEADER_DL_ERROR
 from vumi_like.dlq import DeadLetter
@@ -704,6 +706,52 @@ class WebhookReceiver:
             self.ids[webhook_id] += 1
             self.tally(status_code).arrive(message_id)
         return status
+
+
+# ------------------------------------------------------------------ an SMSC's receipts
+
+
+# A provider's delivery reports (an SMSC's receipts, Kannel's and Meta's callbacks):
+RECEIPT_SENDERS = 20  # sent and not answered yet, at most
+RECEIPT_TIMEOUT = 5  # seconds to wait for an answer before sending one again
+
+
+async def send_receipts(smsc: FakeSmsc, receipts: Tally) -> None:
+    """As an SMSC does: a DELIVRD receipt for every message id given, each sent until
+    the ESME answers it (again after ``RECEIPT_TIMEOUT``, or once a session is bound);
+    each id in ``receipts.sent`` when given, and arriving there once answered."""
+    ids, pending = trio.open_memory_channel[str](math.inf)
+    async with trio.open_nursery() as nursery:
+        for _ in range(RECEIPT_SENDERS):
+            nursery.start_soon(send_receipts_from, smsc, pending.clone(), receipts)
+        given = 0
+        while True:
+            await smsc.wait_until(functools.partial(more_given, smsc, given))
+            for message_id in smsc.message_ids[given:]:
+                receipts.sent.add(message_id)
+                ids.send_nowait(message_id)
+            given = len(smsc.message_ids)
+
+
+def more_given(smsc: FakeSmsc, given: int) -> bool:
+    return len(smsc.message_ids) > given
+
+
+async def send_receipts_from(
+    smsc: FakeSmsc, pending: trio.MemoryReceiveChannel[str], receipts: Tally
+) -> None:
+    async for message_id in pending:
+        while True:
+            await smsc.wait_until(lambda: any(c.receives for c in smsc.bound))
+            with (
+                trio.move_on_after(RECEIPT_TIMEOUT),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                answer = await smsc.deliver(receipt(message_id))
+                if answer.command_status == 0:
+                    receipts.arrive(message_id)
+                    break
+            await trio.sleep(0.1)
 
 
 # ------------------------------------------------------------------ pipelines

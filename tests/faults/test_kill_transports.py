@@ -48,6 +48,8 @@ import trio
 
 from tests.faults.harness import (
     AMQP_URL,
+    RECEIPT_SENDERS,
+    RECEIPT_TIMEOUT,
     Fleet,
     Tally,
     event_tallies,
@@ -58,12 +60,13 @@ from tests.faults.harness import (
     outbound,
     own_broker,
     redis_cache,
+    send_receipts,
     take_dead_letters,
     transport_queues,
 )
 from tests.transports.http_sms.fakes import FakeProvider, Recorded, fake_kannel
 from tests.transports.mqtt.conftest import quick_settings
-from tests.transports.smpp.smsc import FakeSmsc, receipt
+from tests.transports.smpp.smsc import FakeSmsc
 from tests.transports.smtp.servers import Recorder, SmtpServer
 from tests.transports.test_whatsapp import (
     APP_SECRET,
@@ -93,8 +96,6 @@ MQTT = "vumi_like.transports.mqtt.MqttTransport"
 SMTP = "vumi_like.transports.smtp.SmtpTransport"
 HTTP_SMS = "vumi_like.transports.http_sms.HttpSmsTransport"
 WHATSAPP = "vumi_like.transports.whatsapp.WhatsAppCloudTransport"
-REPORTERS = 20  # a provider's reports sent and not answered yet, at most
-REPORT_TIMEOUT = 5  # seconds a provider waits for a report's answer before sending it again
 UNMATCHED_SETTLE = 5  # seconds for an unmatched receipt's one retry (1 s +- 20 %) to end
 KEEP_PROVIDER_IDS = {"provider_id_ttl": 300, "final_report_ttl": 60}  # in the shared Redis
 
@@ -190,44 +191,6 @@ async def test_kill_9_of_smpp_transport_loses_nothing(services: None, unique: st
         assert letter.source_queue == f"{transport}.unmatched_reports", letter.summary()
         assert "no message sent as provider id" in letter_error(letter), letter.summary()
         assert set(json.loads(letter.delivery.body)["provider_ids"]) & orphans, letter.summary()
-
-
-async def send_receipts(smsc: FakeSmsc, receipts: Tally) -> None:
-    """As an SMSC does: a DELIVRD receipt for every message id given, each sent until
-    the ESME answers it (again after ``REPORT_TIMEOUT``, or once a session is bound);
-    each id in ``receipts.sent`` when given, and arriving there once answered."""
-    ids, pending = trio.open_memory_channel[str](math.inf)
-    async with trio.open_nursery() as nursery:
-        for _ in range(REPORTERS):
-            nursery.start_soon(send_receipts_from, smsc, pending.clone(), receipts)
-        given = 0
-        while True:
-            await smsc.wait_until(functools.partial(more_given, smsc, given))
-            for message_id in smsc.message_ids[given:]:
-                receipts.sent.add(message_id)
-                ids.send_nowait(message_id)
-            given = len(smsc.message_ids)
-
-
-def more_given(smsc: FakeSmsc, given: int) -> bool:
-    return len(smsc.message_ids) > given
-
-
-async def send_receipts_from(
-    smsc: FakeSmsc, pending: trio.MemoryReceiveChannel[str], receipts: Tally
-) -> None:
-    async for message_id in pending:
-        while True:
-            await smsc.wait_until(lambda: any(c.receives for c in smsc.bound))
-            with (
-                trio.move_on_after(REPORT_TIMEOUT),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                answer = await smsc.deliver(receipt(message_id))
-                if answer.command_status == 0:
-                    receipts.arrive(message_id)
-                    break
-            await trio.sleep(0.1)
 
 
 # -- MQTT
@@ -413,12 +376,12 @@ async def report_each(kannel: FakeProvider, by_text: dict[str | None, str], take
 
 @contextlib.asynccontextmanager
 async def reporters() -> AsyncIterator[tuple[httpx.AsyncClient, trio.Nursery, trio.Semaphore]]:
-    """An HTTP client, a nursery and ``REPORTERS`` slots for a provider's callbacks."""
+    """An HTTP client, a nursery and ``RECEIPT_SENDERS`` slots for a provider's callbacks."""
     async with (
-        httpx.AsyncClient(timeout=REPORT_TIMEOUT) as client,
+        httpx.AsyncClient(timeout=RECEIPT_TIMEOUT) as client,
         trio.open_nursery() as nursery,
     ):
-        yield client, nursery, trio.Semaphore(REPORTERS)
+        yield client, nursery, trio.Semaphore(RECEIPT_SENDERS)
 
 
 async def call_until_answered(
