@@ -733,6 +733,22 @@ async def send_receipts(smsc: FakeSmsc, receipts: Tally) -> None:
             given = len(smsc.message_ids)
 
 
+def smpp_config(transport: str, smsc: FakeSmsc, cache: dict[str, Any]) -> dict[str, Any]:
+    """An SMPP transport bound to ``smsc``, its provider ids kept in ``cache``
+    (``redis_cache``) for five minutes."""
+    return {
+        "transport_name": transport,
+        "host": "127.0.0.1",
+        "port": smsc.port,
+        "system_id": smsc.system_id,
+        "password": smsc.password,
+        "worker_concurrency": 50,
+        "provider_id_ttl": 300,
+        "final_report_ttl": 60,
+        **cache,
+    }
+
+
 def more_given(smsc: FakeSmsc, given: int) -> bool:
     return len(smsc.message_ids) > given
 
@@ -765,6 +781,7 @@ API = "vumi_like.applications.messaging_api.MessagingApi"
 DISPATCHER = "vumi_like.dispatch.EventDispatcher"
 ROUTER = "vumi_like.routers.ToAddressRouter"
 SIMULATOR = "vumi_like.transports.simulator.SimulatorTransport"
+SMPP = "vumi_like.transports.smpp.SmppTransport"
 
 
 def envelope_queues(unique: str) -> tuple[str, str, list[str]]:
@@ -794,6 +811,37 @@ def transport_queues(transport: str) -> list[str]:
     return [f"{transport}.{kind}" for kind in kinds]
 
 
+async def fault_mid_stream(
+    broker: BrokerInspector,
+    connector: str,
+    messages: list[Message],
+    on_event: Callable[[Event], None],
+    acks: Tally,
+    *ends: Tally,
+    fault: Callable[[], Awaitable[object]],
+    after: float = KILL_AFTER,
+    beside: Sequence[Callable[[], Awaitable[object]]] = (),
+) -> None:
+    """Publish ``messages`` on ``connector``'s outbound queue, handing every event of
+    its event queue to ``on_event``; run ``fault`` once ``after`` of them are acked,
+    and then wait until ``acks`` and every one of ``ends`` have all their ids
+    (``DRAIN_TIMEOUT`` at most: the caller checks ``missing``). ``beside`` runs
+    meanwhile (the other side's counting, say), and is cancelled after."""
+    async with trio.open_nursery() as nursery:
+        for task in beside:
+            nursery.start_soon(task)
+        await nursery.start(consume_events, broker, f"{connector}.event", on_event)
+        bodies = [message.to_json() for message in messages]
+        nursery.start_soon(publish_all, broker, f"{connector}.outbound", bodies)
+        with trio.fail_after(60):
+            await acks.wait_count(int(len(messages) * after))
+        await fault()
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            for tally in (acks, *ends):
+                await tally.wait_all()
+        nursery.cancel_scope.cancel()
+
+
 async def kill_mid_stream(
     broker: BrokerInspector,
     fleet: Fleet,
@@ -805,27 +853,26 @@ async def kill_mid_stream(
     *ends: Tally,
     beside: Sequence[Callable[[], Awaitable[object]]] = (),
 ) -> None:
-    """Publish ``messages`` on ``connector``'s outbound queue, handing every event of
-    its event queue to ``on_event``; ``kill -9`` worker ``victim`` once ``KILL_AFTER``
-    of them are acked, start it again, and wait until ``acks`` and every one of ``ends``
-    have all their ids (``DRAIN_TIMEOUT`` at most: the caller checks ``missing``).
-    ``beside`` runs meanwhile (the other side's counting, say), and is cancelled after."""
-    async with trio.open_nursery() as nursery:
-        for task in beside:
-            nursery.start_soon(task)
-        await nursery.start(consume_events, broker, f"{connector}.event", on_event)
-        bodies = [message.to_json() for message in messages]
-        nursery.start_soon(publish_all, broker, f"{connector}.outbound", bodies)
-        with trio.fail_after(60):
-            await acks.wait_count(int(len(messages) * KILL_AFTER))
+    """``fault_mid_stream``, the fault a ``kill -9`` of worker ``victim`` after
+    ``KILL_AFTER`` of the messages, and its start again."""
+
+    async def kill_and_restart() -> None:
         fleet.kill(victim)
         await trio.sleep(0.5)
         fleet.restart(victim)
         await fleet.wait_healthy(victim)
-        with trio.move_on_after(DRAIN_TIMEOUT):
-            for tally in (acks, *ends):
-                await tally.wait_all()
-        nursery.cancel_scope.cancel()
+
+    await fault_mid_stream(
+        broker, connector, messages, on_event, acks, *ends, fault=kill_and_restart, beside=beside
+    )
+
+
+def nothing_missing(letters: list[DeadLetter], tallies: dict[str, Tally]) -> None:
+    """Print each tally's counts; fail on a dead letter or on an id missing from one."""
+    print(" | ".join(tally.report(what) for what, tally in tallies.items()))
+    assert not letters, [letter.summary() for letter in letters]
+    for what, tally in tallies.items():
+        assert not tally.missing, tally.report(what)
 
 
 def envelope_path(

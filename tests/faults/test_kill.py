@@ -48,6 +48,7 @@ from tests.faults.harness import (
     final_statuses,
     fleet_in_tmp,
     kill_mid_stream,
+    nothing_missing,
     outbound,
     own_broker,
     post_all,
@@ -74,10 +75,7 @@ async def test_kill_9_of_router_or_transport_loses_nothing(
             await fleet.wait_healthy()
             await kill_mid_stream(broker, fleet, victim, app, messages, on_event, acks, delivered)
         letters = await take_dead_letters(broker, unique)
-    print(acks.report("acks"), "|", delivered.report("delivered reports"))
-    assert not letters, [letter.summary() for letter in letters]
-    assert not acks.missing, acks.report("acks")
-    assert not delivered.missing, delivered.report("delivered reports")
+    nothing_missing(letters, {"acks": acks, "delivered reports": delivered})
 
 
 @pytest.mark.parametrize("victim", ["api0", "dispatcher"])

@@ -50,6 +50,7 @@ from tests.faults.harness import (
     AMQP_URL,
     RECEIPT_SENDERS,
     RECEIPT_TIMEOUT,
+    SMPP,
     Fleet,
     Tally,
     event_tallies,
@@ -57,10 +58,12 @@ from tests.faults.harness import (
     free_port,
     kill_mid_stream,
     letter_error,
+    nothing_missing,
     outbound,
     own_broker,
     redis_cache,
     send_receipts,
+    smpp_config,
     take_dead_letters,
     transport_queues,
 )
@@ -91,13 +94,11 @@ from vumi_like.transports.whatsapp import SIGNATURE_HEADER, signature
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
 MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
-SMPP = "vumi_like.transports.smpp.SmppTransport"
 MQTT = "vumi_like.transports.mqtt.MqttTransport"
 SMTP = "vumi_like.transports.smtp.SmtpTransport"
 HTTP_SMS = "vumi_like.transports.http_sms.HttpSmsTransport"
 WHATSAPP = "vumi_like.transports.whatsapp.WhatsAppCloudTransport"
 UNMATCHED_SETTLE = 5  # seconds for an unmatched receipt's one retry (1 s +- 20 %) to end
-KEEP_PROVIDER_IDS = {"provider_id_ttl": 300, "final_report_ttl": 60}  # in the shared Redis
 
 
 async def kill_transport(
@@ -143,17 +144,8 @@ async def test_kill_9_of_smpp_transport_loses_nothing(services: None, unique: st
     ):
         await smsc_nursery.start(smsc.serve)
         with fleet_in_tmp(AMQP_URL) as fleet:
-            config = {
-                "transport_name": transport,
-                "host": "127.0.0.1",
-                "port": smsc.port,
-                "system_id": smsc.system_id,
-                "password": smsc.password,
-                "worker_concurrency": 50,
-                "unmatched_report_retries": 1,
-                **redis_cache(unique),
-                **KEEP_PROVIDER_IDS,
-            }
+            config = smpp_config(transport, smsc, redis_cache(unique))
+            config["unmatched_report_retries"] = 1
             await kill_transport(
                 broker,
                 fleet,
@@ -234,10 +226,7 @@ async def test_kill_9_of_mqtt_transport_loses_nothing(
                 beside=[functools.partial(count_published, device, published)],
             )
         letters = await take_dead_letters(broker, unique)
-    print(acks.report("acks"), "|", published.report("received from Mosquitto"))
-    assert not letters, [letter.summary() for letter in letters]
-    assert not published.missing, published.report("received from Mosquitto")
-    assert not acks.missing, acks.report("acks")
+    nothing_missing(letters, {"acks": acks, "received from Mosquitto": published})
 
 
 async def count_published(device: TrioMqttClient, published: Tally) -> None:
@@ -292,10 +281,7 @@ async def test_kill_9_of_smtp_transport_loses_nothing(services: None, unique: st
             letters = await take_dead_letters(broker, unique)
     finally:
         server.stop()
-    print(acks.report("acks"), "|", mailed.report("mails the SMTP server took"))
-    assert not letters, [letter.summary() for letter in letters]
-    assert not mailed.missing, mailed.report("mails the SMTP server took")
-    assert not acks.missing, acks.report("acks")
+    nothing_missing(letters, {"acks": acks, "mails the SMTP server took": mailed})
 
 
 async def count_mailed(recorder: Recorder, mailed: Tally) -> None:
@@ -346,17 +332,8 @@ async def test_kill_9_of_http_sms_transport_loses_nothing(services: None, unique
                 beside=[functools.partial(report_each, kannel, by_text, taken)],
             )
         letters = await take_dead_letters(broker, unique)
-    print(
-        acks.report("acks"),
-        "|",
-        delivered.report("delivered reports"),
-        "|",
-        taken.report("requests to the provider"),
-    )
-    assert not letters, [letter.summary() for letter in letters]
-    assert not taken.missing, taken.report("requests to the provider")
-    assert not acks.missing, acks.report("acks")
-    assert not delivered.missing, delivered.report("delivered reports")
+    tallies = {"requests to the provider": taken, "acks": acks, "delivered reports": delivered}
+    nothing_missing(letters, tallies)
 
 
 async def report_each(kannel: FakeProvider, by_text: dict[str | None, str], taken: Tally) -> None:
@@ -434,7 +411,8 @@ async def test_kill_9_of_whatsapp_transport_loses_nothing(services: None, unique
                 "verify_token": VERIFY_TOKEN,
                 "worker_concurrency": 50,
                 **redis_cache(unique),
-                **KEEP_PROVIDER_IDS,
+                "provider_id_ttl": 300,
+                "final_report_ttl": 60,
             }
             webhook = f"http://127.0.0.1:{port}/whatsapp/webhook"
             await kill_transport(
@@ -450,17 +428,8 @@ async def test_kill_9_of_whatsapp_transport_loses_nothing(services: None, unique
                 beside=[functools.partial(post_statuses, graph, webhook, by_text, taken)],
             )
         letters = await take_dead_letters(broker, unique)
-    print(
-        acks.report("acks"),
-        "|",
-        delivered.report("delivered statuses"),
-        "|",
-        taken.report("messages the Graph API took"),
-    )
-    assert not letters, [letter.summary() for letter in letters]
-    assert not taken.missing, taken.report("messages the Graph API took")
-    assert not acks.missing, acks.report("acks")
-    assert not delivered.missing, delivered.report("delivered statuses")
+    tallies = {"messages the Graph API took": taken, "acks": acks, "delivered statuses": delivered}
+    nothing_missing(letters, tallies)
 
 
 @attrs.define

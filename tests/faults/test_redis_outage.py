@@ -23,24 +23,29 @@ router's Redis wants persistence (RDB or AOF), as ``docs/faults.md`` says.
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from tests.faults.harness import (
+    SMPP,
     PrivateRedis,
     Tally,
-    consume_events,
     envelope_path,
     envelope_queues,
     event_tallies,
+    fault_mid_stream,
     fleet_in_tmp,
+    nothing_missing,
     outbound,
     own_broker,
-    publish_all,
     redis_cache,
     send_receipts,
+    smpp_config,
     take_dead_letters,
     transport_queues,
 )
@@ -50,7 +55,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
 MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
 OUTAGE = 8.0  # seconds Redis stays down (a command gives up after 3 x 1 s)
-DRAIN_TIMEOUT = 90
 
 
 async def test_redis_stopped_mid_stream_router_retries_and_recovers(
@@ -60,40 +64,22 @@ async def test_redis_stopped_mid_stream_router_retries_and_recovers(
     messages = [outbound(unique, i, transport) for i in range(MESSAGES)]
     acks, delivered, on_event = event_tallies({m.message_id for m in messages})
     with PrivateRedis() as redis:
+        outage = Outage(redis, acks)
         async with own_broker(queues) as broker:
             with fleet_in_tmp() as fleet:
                 envelope_path(fleet, unique, app, transport, redis.url)
                 await fleet.wait_healthy()
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(consume_events, broker, f"{app}.event", on_event)
-                    nursery.start_soon(
-                        publish_all, broker, f"{app}.outbound", [m.to_json() for m in messages]
-                    )
-                    with trio.fail_after(60):
-                        await acks.wait_count(MESSAGES // 5)
-                    redis.pause()
-                    await trio.sleep(OUTAGE)
-                    during = len(acks.arrived)
-                    redis.resume()
-                    with trio.move_on_after(DRAIN_TIMEOUT):
-                        await delivered.wait_all()
-                        await acks.wait_all()
-                    nursery.cancel_scope.cancel()
+                await fault_mid_stream(
+                    broker, app, messages, on_event, acks, delivered, **outage.mid_stream()
+                )
                 router_log = fleet.log_text("router")
                 fleet.check_alive()
             letters = await take_dead_letters(broker, unique)
-    print(
-        acks.report("acks"),
-        "|",
-        delivered.report("delivered reports"),
-        f"| acks by the end of the outage: {during}",
-    )
-    assert not letters, [letter.summary() for letter in letters]
+    print(f"acks by the end of the outage: {outage.acked_by_the_end}")
+    nothing_missing(letters, {"acks": acks, "delivered reports": delivered})
     # Degraded loudly, and retried rather than dead-lettering.
     assert "service unavailable: retrying later" in router_log
     assert "CacheUnavailable" in router_log
-    assert not delivered.missing, delivered.report("delivered reports")
-    assert not acks.missing, acks.report("acks")
 
 
 async def test_redis_stopped_mid_stream_smpp_transport_keeps_every_provider_id(
@@ -110,53 +96,52 @@ async def test_redis_stopped_mid_stream_smpp_transport_keeps_every_provider_id(
     smsc = FakeSmsc()
     receipts = Tally()  # receipts the ESME answered, by the SMSC's message id
     with PrivateRedis() as redis:
+        outage = Outage(redis, acks)
         async with (
             own_broker(transport_queues(transport)) as broker,
             trio.open_nursery() as smsc_nursery,
         ):
             await smsc_nursery.start(smsc.serve)
             with fleet_in_tmp() as fleet:
-                fleet.add(
-                    "smpp",
-                    "vumi_like.transports.smpp.SmppTransport",
-                    {
-                        "transport_name": transport,
-                        "host": "127.0.0.1",
-                        "port": smsc.port,
-                        "system_id": smsc.system_id,
-                        "password": smsc.password,
-                        "worker_concurrency": 50,
-                        **redis_cache(unique, redis.url),
-                    },
-                )
+                config = smpp_config(transport, smsc, redis_cache(unique, redis.url))
+                fleet.add("smpp", SMPP, config)
                 await fleet.wait_healthy()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(send_receipts, smsc, receipts)
-                    await nursery.start(consume_events, broker, f"{transport}.event", on_event)
-                    bodies = [m.to_json() for m in messages]
-                    nursery.start_soon(publish_all, broker, f"{transport}.outbound", bodies)
-                    with trio.fail_after(60):
-                        await acks.wait_count(MESSAGES // 5)
-                    redis.pause()
-                    await trio.sleep(OUTAGE)
-                    during = len(acks.arrived)
-                    redis.resume()
-                    with trio.move_on_after(DRAIN_TIMEOUT):
-                        await acks.wait_all()
-                        await delivered.wait_all()
-                        await receipts.wait_all()
-                    nursery.cancel_scope.cancel()
+                await fault_mid_stream(
+                    broker,
+                    transport,
+                    messages,
+                    on_event,
+                    acks,
+                    delivered,
+                    receipts,
+                    beside=[functools.partial(send_receipts, smsc, receipts)],
+                    **outage.mid_stream(),
+                )
                 transport_log = fleet.log_text("smpp")
                 fleet.check_alive()
             letters = await take_dead_letters(broker, unique)
             smsc_nursery.cancel_scope.cancel()
-    print(
-        acks.report("acks"),
-        "|",
-        delivered.report("delivered reports"),
-        f"| acks by the end of the outage: {during}",
-    )
-    assert not letters, [letter.summary() for letter in letters]
+    print(f"acks by the end of the outage: {outage.acked_by_the_end}")
+    tallies = {"acks": acks, "delivered reports": delivered, "receipts answered": receipts}
+    nothing_missing(letters, tallies)
     assert "provider id not stored yet: waiting for the cache" in transport_log
-    assert not acks.missing, acks.report("acks")
-    assert not delivered.missing, delivered.report("delivered reports")
+
+
+@attrs.define
+class Outage:
+    """``redis`` stopped for ``OUTAGE`` seconds once a fifth of the messages are acked;
+    how many were acked by the time it answered again."""
+
+    redis: PrivateRedis
+    acks: Tally
+    acked_by_the_end: int = 0
+
+    def mid_stream(self) -> dict[str, Any]:
+        """``fault_mid_stream``'s ``fault`` and ``after`` for this outage."""
+        return {"fault": self.stop_and_continue, "after": 0.2}
+
+    async def stop_and_continue(self) -> None:
+        self.redis.pause()
+        await trio.sleep(OUTAGE)
+        self.acked_by_the_end = len(self.acks.arrived)
+        self.redis.resume()
