@@ -10,7 +10,9 @@ A worker is set up, consumes, optionally serves HTTP, and stops gracefully:
    connector, which applies those enabled for it (see ``vumi_like.middlewares``).
 2. When ``http_bind`` is set, an HTTP server (quart-trio on hypercorn's trio worker)
    serves ``GET /health`` and ``GET /metrics`` plus whatever routes the worker added
-   to ``self.http`` during ``setup()``.
+   to ``self.http`` during ``setup()``. A route that meets a store or cache it cannot
+   reach (``ServiceUnavailable``) is answered 503 with ``Retry-After``, and logged as
+   a warning: a provider's callback is then sent again.
 3. ``stop()`` (SIGTERM/SIGINT under the CLI, or the caller of ``run_worker``) closes
    every connector: new deliveries stop, in-flight handlers get ``shutdown_timeout``
    seconds, and what was not acked goes back to its queue. Then ``teardown()``
@@ -54,6 +56,7 @@ from vumi_like.connectors import (
 from vumi_like.errors import ProblemError, problem_response
 from vumi_like.metrics import REGISTRY
 from vumi_like.middlewares import BaseMiddleware, filters_for, load_middlewares
+from vumi_like.retry import ServiceUnavailable
 from vumi_like.sentry import report_exception
 
 __all__ = [
@@ -69,6 +72,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+# Seconds a caller is told to wait when a route met a store or cache it cannot reach.
+SERVICE_RETRY_AFTER = 5
 
 
 class DuplicateConnectorError(Exception):
@@ -108,6 +114,7 @@ class BaseWorker:
             self.http.add_url_rule("/metrics", "metrics", self._metrics_route, methods=["GET"])
             self.http.register_error_handler(ProblemError, self._problem_error)
             self.http.register_error_handler(HTTPException, self._http_error)
+            self.http.register_error_handler(ServiceUnavailable, self._service_unavailable)
             self.http.after_request(_read_whole_body)
             self.http.register_error_handler(Exception, self._unexpected_error)
 
@@ -264,6 +271,20 @@ class BaseWorker:
     async def _http_error(self, error: HTTPException) -> Response:
         status = error.code or 500
         return problem_response(status, error.description or error.name)
+
+    async def _service_unavailable(self, error: ServiceUnavailable) -> Response:
+        # The caller may try again; the log says which service, the answer does not.
+        self.log.warning(
+            "service unavailable: answered 503",
+            path=request.path,
+            error=f"{type(error).__name__}: {error}",
+        )
+        return problem_response(
+            503,
+            "a service this worker depends on cannot be reached; try again",
+            code="service_unavailable",
+            retry_after=SERVICE_RETRY_AFTER,
+        )
 
     async def _unexpected_error(self, error: Exception) -> Response:
         self.log.exception("unhandled error in HTTP route", error=repr(error))

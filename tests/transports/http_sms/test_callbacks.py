@@ -27,6 +27,7 @@ from tests.transports.http_sms.harness import (
     twilio_config,
 )
 from vumi_like.broker import BrokerInspector
+from vumi_like.caches import CacheUnavailable
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
 from vumi_like.messages import DeliveryStatus, EventType
 from vumi_like.transports.http_sms import HttpSmsTransport, HttpSmsTransportConfig
@@ -271,6 +272,34 @@ async def test_a_report_for_an_unknown_id_is_answered_200_then_dead_lettered(
     assert b'"provider_ids":["smnone"]' in dead.body
     assert b'"provider_status":"delivered"' in dead.body
     assert "no message sent as provider id 'smnone'" in str(dead.headers)
+
+
+async def test_a_report_while_the_cache_is_away_is_a_503_to_send_again(
+    memory_broker: BrokerInspector, unique: str
+):
+    """The provider is told to try again, with nothing published; the log, not the
+    answer, names the service."""
+    broker = memory_broker
+    config = twilio_config(unique, "http://127.0.0.1:9")
+
+    async def away(*args: Any) -> None:
+        raise CacheUnavailable("redis://cache.internal:6379/0: connection refused")
+
+    with trio.fail_after(10):
+        async with running_worker(HttpSmsTransport, config, broker) as transport:
+            transport.cache.get_provider_message_id = away  # type: ignore[method-assign]
+            with structlog.testing.capture_logs() as logs:
+                answer = await twilio_posts(f"{config.callback_base_url}/dlr", _status_form())
+            assert await nothing_arrives(broker, f"{unique}.event", within=0.05)
+            assert await nothing_arrives(broker, f"{unique}.unmatched_reports", within=0.05)
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert answer.headers["Content-Type"] == PROBLEM_CONTENT_TYPE
+    assert answer.json()["code"] == "service_unavailable"
+    assert "cache.internal" not in answer.text
+    (warning,) = [e for e in logs if e["event"] == "service unavailable: answered 503"]
+    assert warning["log_level"] == "warning"
+    assert "cache.internal" in warning["error"]
 
 
 async def test_a_report_without_a_status_is_a_400_and_publishes_nothing(
