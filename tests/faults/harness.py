@@ -733,22 +733,6 @@ async def send_receipts(smsc: FakeSmsc, receipts: Tally) -> None:
             given = len(smsc.message_ids)
 
 
-def smpp_config(transport: str, smsc: FakeSmsc, cache: dict[str, Any]) -> dict[str, Any]:
-    """An SMPP transport bound to ``smsc``, its provider ids kept in ``cache``
-    (``redis_cache``) for five minutes."""
-    return {
-        "transport_name": transport,
-        "host": "127.0.0.1",
-        "port": smsc.port,
-        "system_id": smsc.system_id,
-        "password": smsc.password,
-        "worker_concurrency": 50,
-        "provider_id_ttl": 300,
-        "final_report_ttl": 60,
-        **cache,
-    }
-
-
 def more_given(smsc: FakeSmsc, given: int) -> bool:
     return len(smsc.message_ids) > given
 
@@ -768,6 +752,22 @@ async def send_receipts_from(
                     receipts.arrive(message_id)
                     break
             await trio.sleep(0.1)
+
+
+def smpp_config(transport: str, smsc: FakeSmsc, cache: dict[str, Any]) -> dict[str, Any]:
+    """An SMPP transport bound to ``smsc``, its provider ids kept in ``cache``
+    (``redis_cache``) for five minutes."""
+    return {
+        "transport_name": transport,
+        "host": "127.0.0.1",
+        "port": smsc.port,
+        "system_id": smsc.system_id,
+        "password": smsc.password,
+        "worker_concurrency": 50,
+        "provider_id_ttl": 300,
+        "final_report_ttl": 60,
+        **cache,
+    }
 
 
 # ------------------------------------------------------------------ pipelines

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
 
 import attrs
 import pytest
@@ -55,6 +54,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
 MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
 OUTAGE = 8.0  # seconds Redis stays down (a command gives up after 3 x 1 s)
+OUTAGE_AFTER = 0.2  # the share of messages acked before Redis is stopped
 
 
 async def test_redis_stopped_mid_stream_router_retries_and_recovers(
@@ -70,7 +70,14 @@ async def test_redis_stopped_mid_stream_router_retries_and_recovers(
                 envelope_path(fleet, unique, app, transport, redis.url)
                 await fleet.wait_healthy()
                 await fault_mid_stream(
-                    broker, app, messages, on_event, acks, delivered, **outage.mid_stream()
+                    broker,
+                    app,
+                    messages,
+                    on_event,
+                    acks,
+                    delivered,
+                    fault=outage.stop_and_continue,
+                    after=OUTAGE_AFTER,
                 )
                 router_log = fleet.log_text("router")
                 fleet.check_alive()
@@ -114,8 +121,9 @@ async def test_redis_stopped_mid_stream_smpp_transport_keeps_every_provider_id(
                     acks,
                     delivered,
                     receipts,
+                    fault=outage.stop_and_continue,
+                    after=OUTAGE_AFTER,
                     beside=[functools.partial(send_receipts, smsc, receipts)],
-                    **outage.mid_stream(),
                 )
                 transport_log = fleet.log_text("smpp")
                 fleet.check_alive()
@@ -129,16 +137,12 @@ async def test_redis_stopped_mid_stream_smpp_transport_keeps_every_provider_id(
 
 @attrs.define
 class Outage:
-    """``redis`` stopped for ``OUTAGE`` seconds once a fifth of the messages are acked;
-    how many were acked by the time it answered again."""
+    """A fault for ``fault_mid_stream``: ``redis`` stopped for ``OUTAGE`` seconds, and
+    how many messages were acked by the time it answered again."""
 
     redis: PrivateRedis
     acks: Tally
     acked_by_the_end: int = 0
-
-    def mid_stream(self) -> dict[str, Any]:
-        """``fault_mid_stream``'s ``fault`` and ``after`` for this outage."""
-        return {"fault": self.stop_and_continue, "after": 0.2}
 
     async def stop_and_continue(self) -> None:
         self.redis.pause()
