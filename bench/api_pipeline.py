@@ -36,6 +36,10 @@ average, since the machine may be shared. One run per configuration: expect some
 spread between runs. A message not delivered within 30 s counts as slower than every
 delivered one in the percentiles.
 
+The workers inherit the script's environment: ``VUMI_LIKE_ASYNCIO_LOOP=asyncio`` runs
+their brokers' I/O loops on asyncio's loop rather than uvloop's (the report names the
+one used), to compare the two.
+
 All webhooks go to one receiver, so the dispatcher's ``per_receiver_concurrency`` (POSTs
 in flight to one receiver; more are put back on the broker for 0.1-0.3 s) matters; it is
 the product's default unless ``--per-receiver-concurrency`` says otherwise.
@@ -79,6 +83,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from vumi_like.broker import open_inspector
+from vumi_like.broker.bridge import LOOP_ENV
 from vumi_like.dispatch import EventDispatcherConfig
 from vumi_like.dispatch.posting import Poster, PostFailed
 
@@ -739,8 +744,10 @@ def report(f: Figures, args: Any) -> None:
         f"  webhooks received: {f.webhooks_received} (QUEUED, SENT, DELIVERED per message); "
         f"dispatcher's POSTs (per_receiver_concurrency {per_receiver}): {posts or 'none'}"
     )
+    loop = f"; broker I/O loop {os.environ.get(LOOP_ENV) or 'uvloop'}"
     print(
         f"  load average (1 min) before measuring: {f.load_average:.2f} on {os.cpu_count()} CPUs"
+        + (loop if f.configuration.startswith("rabbitmq") else "")
     )
     for phase, shares in f.cpu.items():
         busiest = sorted(shares.items(), key=lambda item: -item[1])

@@ -30,6 +30,12 @@ slotted one costs ~70 ns more to build than a tuple, which does not show in
 ``bench/broker_roundtrip.py``: nine alternating rounds each, tuples 9,555 msg/s
 against 9,560 for these (medians; aio-pika 5,214 and 5,189 in the same runs).
 
+The I/O loop is uvloop's where uvloop is installed (a dependency wherever it builds:
+not on Windows), asyncio's own otherwise. aio-pika runs on either unchanged; uvloop's
+loop costs the I/O thread less per pass and writes each pass in fewer system calls.
+``VUMI_LIKE_ASYNCIO_LOOP=asyncio`` asks for asyncio's loop anyway, for comparing the
+two or ruling uvloop out when chasing a fault.
+
 Failure: an exception escaping the I/O side's drain is a bug, and it ends both sides
 loudly: every trio call waiting on a request fails with ``BrokerError``, later ones
 fail at once, and the broker's ``on_failure`` hook closes its consumers, rather than
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -52,6 +59,24 @@ import trio
 from vumi_like.broker.base import BrokerError, Headers
 
 log = structlog.get_logger(__name__)
+
+LOOP_ENV = "VUMI_LIKE_ASYNCIO_LOOP"
+
+
+def new_io_loop() -> asyncio.AbstractEventLoop:
+    """The I/O thread's event loop: uvloop's unless it is missing or ``LOOP_ENV`` says
+    ``asyncio`` (any other value than ``asyncio`` or ``uvloop`` is refused)."""
+    choice = os.environ.get(LOOP_ENV, "uvloop")
+    if choice not in ("uvloop", "asyncio"):
+        raise BrokerError(f"{LOOP_ENV} must be uvloop or asyncio, not {choice!r}")
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 class Pending:
@@ -133,7 +158,7 @@ class Bridge:
         on_failure: Callable[[BaseException], None],
         thread_name: str,
     ) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_io_loop()
         self.failure: BaseException | None = None
         self._drain = drain
         self._on_failure = on_failure
