@@ -28,6 +28,7 @@ import yaml
 
 from vumi_like.applications.echo import EchoApplicationConfig
 from vumi_like.broker import open_broker, open_inspector
+from vumi_like.broker.bridge import LOOP_ENV
 from vumi_like.cli import (
     GC_YOUNG_THRESHOLD,
     ForcedStop,
@@ -314,6 +315,21 @@ async def test_worker_with_unreachable_rabbitmq_is_one_line_without_the_password
     assert "127.0.0.1:1" in line
     assert SECRET not in result.stderr.decode() + result.stdout.decode()
     assert trio.current_time() - started < 15
+
+
+async def test_an_unknown_broker_io_loop_is_one_line_and_exit_2():
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            command("worker", ECHO, "--connector-name", "x"),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=cli_environment() | {LOOP_ENV: "tokio"},
+        )
+
+    assert user_error(result) == (
+        "vumi-like: broker: VUMI_LIKE_ASYNCIO_LOOP must be uvloop or asyncio, not 'tokio'"
+    )
 
 
 async def test_amqp_connect_timeout_from_the_config_bounds_a_silent_broker():
