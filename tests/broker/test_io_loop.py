@@ -13,7 +13,12 @@ from vumi_like.broker.bridge import LOOP_ENV, new_io_loop
 
 @pytest.mark.parametrize(
     ("choice", "loop_class"),
-    [(None, uvloop.Loop), ("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)],
+    [
+        (None, uvloop.Loop),
+        ("", uvloop.Loop),
+        ("uvloop", uvloop.Loop),
+        ("asyncio", asyncio.BaseEventLoop),
+    ],
 )
 def test_the_io_loop_is_the_one_chosen(
     monkeypatch: pytest.MonkeyPatch, choice: str | None, loop_class: type

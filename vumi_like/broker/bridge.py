@@ -65,8 +65,8 @@ LOOP_ENV = "VUMI_LIKE_ASYNCIO_LOOP"
 
 def new_io_loop() -> asyncio.AbstractEventLoop:
     """The I/O thread's event loop: uvloop's unless it is missing or ``LOOP_ENV`` says
-    ``asyncio`` (any other value than ``asyncio`` or ``uvloop`` is refused)."""
-    choice = os.environ.get(LOOP_ENV, "uvloop")
+    ``asyncio`` (unset or empty means uvloop; any other value is refused)."""
+    choice = os.environ.get(LOOP_ENV) or "uvloop"
     if choice not in ("uvloop", "asyncio"):
         raise BrokerError(f"{LOOP_ENV} must be uvloop or asyncio, not {choice!r}")
     if choice == "uvloop":
