@@ -69,6 +69,7 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("VUMI_LIKE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 START_TIMEOUT = 60  # seconds for a fleet's workers to answer /health
+MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))  # envelopes a fault test sends
 KILL_AFTER = 0.3  # the share of messages through before a kill
 DRAIN_TIMEOUT = 90  # seconds for the rest to arrive after the killed worker is back
 STOP_TIMEOUT = 15  # seconds a worker gets after SIGTERM before SIGKILL

@@ -34,6 +34,7 @@ import trio
 from tests.faults.harness import (
     DRAIN_TIMEOUT,
     KILL_AFTER,
+    MESSAGES,
     POSTGRES_URL,
     REDIS_URL,
     SENDERS,
@@ -58,7 +59,6 @@ from tests.faults.harness import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
-MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
 API_MESSAGES = int(os.environ.get("FAULTS_API_MESSAGES", "400"))
 
 

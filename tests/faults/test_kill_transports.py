@@ -37,7 +37,6 @@ import functools
 import itertools
 import json
 import math
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -48,6 +47,7 @@ import trio
 
 from tests.faults.harness import (
     AMQP_URL,
+    MESSAGES,
     RECEIPT_SENDERS,
     RECEIPT_TIMEOUT,
     SMPP,
@@ -93,7 +93,6 @@ from vumi_like.transports.whatsapp import SIGNATURE_HEADER, signature
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
-MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
 MQTT = "vumi_like.transports.mqtt.MqttTransport"
 SMTP = "vumi_like.transports.smtp.SmtpTransport"
 HTTP_SMS = "vumi_like.transports.http_sms.HttpSmsTransport"

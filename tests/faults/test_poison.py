@@ -18,7 +18,6 @@ How much the poison slows the good messages is measured by ``bench/poison.py``, 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
@@ -26,6 +25,7 @@ import pytest
 import trio
 
 from tests.faults.harness import (
+    MESSAGES,
     POSTGRES_URL,
     Poison,
     Tally,
@@ -50,7 +50,7 @@ from vumi_like.messages import Event, EventType
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
-GOOD_ENVELOPES = int(os.environ.get("FAULTS_MESSAGES", "5000")) // 5
+GOOD_ENVELOPES = MESSAGES // 5
 GOOD_POSTS = 100
 ROUNDS = 5  # each kind of poison, this many times
 MAX_BODY = 64 * 1024

@@ -24,13 +24,13 @@ router's Redis wants persistence (RDB or AOF), as ``docs/faults.md`` says.
 from __future__ import annotations
 
 import functools
-import os
 
 import attrs
 import pytest
 import trio
 
 from tests.faults.harness import (
+    MESSAGES,
     SMPP,
     PrivateRedis,
     Tally,
@@ -52,7 +52,6 @@ from tests.transports.smpp.smsc import FakeSmsc
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
-MESSAGES = int(os.environ.get("FAULTS_MESSAGES", "5000"))
 OUTAGE = 8.0  # seconds Redis stays down (a command gives up after 3 x 1 s)
 OUTAGE_AFTER = 0.2  # the share of messages acked before Redis is stopped
 
