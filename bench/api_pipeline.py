@@ -83,7 +83,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from vumi_like.broker import open_inspector
-from vumi_like.broker.bridge import LOOP_ENV
+from vumi_like.broker.bridge import io_loop_choice
 from vumi_like.dispatch import EventDispatcherConfig
 from vumi_like.dispatch.posting import Poster, PostFailed
 
@@ -744,7 +744,7 @@ def report(f: Figures, args: Any) -> None:
         f"  webhooks received: {f.webhooks_received} (QUEUED, SENT, DELIVERED per message); "
         f"dispatcher's POSTs (per_receiver_concurrency {per_receiver}): {posts or 'none'}"
     )
-    loop = f"; broker I/O loop {os.environ.get(LOOP_ENV) or 'uvloop'}"
+    loop = f"; broker I/O loop {io_loop_choice()}"
     print(
         f"  load average (1 min) before measuring: {f.load_average:.2f} on {os.cpu_count()} CPUs"
         + (loop if f.configuration.startswith("rabbitmq") else "")

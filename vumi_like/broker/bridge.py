@@ -63,13 +63,18 @@ log = structlog.get_logger(__name__)
 LOOP_ENV = "VUMI_LIKE_ASYNCIO_LOOP"
 
 
-def new_io_loop() -> asyncio.AbstractEventLoop:
-    """The I/O thread's event loop: uvloop's unless it is missing or ``LOOP_ENV`` says
-    ``asyncio`` (unset or empty means uvloop; any other value is refused)."""
+def io_loop_choice() -> str:
+    """``uvloop`` or ``asyncio``: the loop ``LOOP_ENV`` asks for (unset or empty means
+    uvloop; any other value is refused)."""
     choice = os.environ.get(LOOP_ENV) or "uvloop"
     if choice not in ("uvloop", "asyncio"):
         raise BrokerError(f"{LOOP_ENV} must be uvloop or asyncio, not {choice!r}")
-    if choice == "uvloop":
+    return choice
+
+
+def new_io_loop() -> asyncio.AbstractEventLoop:
+    """The I/O thread's event loop: the one chosen, or asyncio's if uvloop is missing."""
+    if io_loop_choice() == "uvloop":
         try:
             import uvloop
         except ImportError:
