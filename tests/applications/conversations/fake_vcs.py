@@ -45,6 +45,7 @@ class FakeVcs:
         self.down = False  # answer 503 to everything while set
         self.confirm = True  # confirm channels and sessions by calling the app back
         self.retry_after: str | None = None  # Retry-After on the 503s
+        self.hold: trio.Event | None = None  # if given, calls are recorded, then answered once set
         self.message_uids: set[str] = set()
         self.callbacks: list[tuple[str, int]] = []  # (path, final status) of callbacks
         self._ids = itertools.count(1)
@@ -134,6 +135,8 @@ class FakeVcs:
             return json.dumps({"error": "unauthorized"}), 401, {}
         self.calls.append(Call(request.method, path, token, body))
         self._notify()
+        if self.hold is not None:
+            await self.hold.wait()
         answer: Any = None
         status = 204
         if request.method == "POST" and path == CHANNELS:

@@ -30,7 +30,7 @@ from tests.broker.test_contract import nothing_arrives, receive
 from vumi_like.broker import BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
-from vumi_like.messages import Event, Message
+from vumi_like.messages import DeliveryStatus, Event, Message
 
 
 @pytest.fixture
@@ -297,7 +297,7 @@ async def test_an_event_for_a_message_that_is_not_a_staff_message_is_ignored(
     p: Pipeline, broker: BrokerInspector, names: Names
 ):
     stranger = inbound(names)
-    event = Event.ack(stranger, sent_message_id="x")
+    event = Event.delivery_report(stranger, DeliveryStatus.DELIVERED)
     await broker.publish(f"{names.app}.event", event.to_json())
     assert await nothing_arrives(broker, names.dead_letter, within=0.3)
     assert p.vcs.calls == []

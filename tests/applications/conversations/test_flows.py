@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.applications.conversations.conftest import (
@@ -22,7 +23,7 @@ from tests.broker.test_contract import nothing_arrives, receive
 from vumi_like.applications.conversations.vcs import CHANNELS, MESSAGES, SESSIONS, TYPING
 from vumi_like.broker import BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
-from vumi_like.messages import Event, Message
+from vumi_like.messages import DeliveryStatus, Event, Message
 
 
 async def test_a_channel_is_pending_until_vcs_confirms_it_active(
@@ -124,6 +125,32 @@ async def test_a_staff_message_is_addressed_from_the_channel_to_the_client_once(
     assert (sent.to_addr, sent.from_addr) == (CLIENT, ADDRESS)
     assert (sent.transport_name, sent.content) == (names.transport, "Your order is ready")
     assert update.body == {"status": "error", "channel_uid": channel_uid}
+
+
+async def test_a_status_is_sent_to_vcs_once_though_the_ack_comes_while_it_is_sent(
+    broker: BrokerInspector, names: Names, tmp_path: Path
+):
+    path = f"{MESSAGES}/staff-msg-1"
+    with trio.fail_after(20):
+        async with pipeline(broker, names, tmp_path, simulator=False) as p:
+            channel_uid = await p.active_channel()
+            await staff_message(p, channel_uid, "staff-msg-1", "Your order is ready")
+            [delivery] = await receive(broker, f"{names.transport}.outbound", 1)
+            sent = Message.from_json(delivery.body)
+            # Play the transport: the delivery report first, and while VCS is being
+            # told of it (VCS holds its answer), the ack, late.
+            p.vcs.hold = trio.Event()
+            report = Event.delivery_report(sent, DeliveryStatus.DELIVERED)
+            await broker.publish(f"{names.transport}.event", report.to_json())
+            await p.vcs.wait_for("PUT", path, 1)
+            ack = Event.ack(sent, sent_message_id="provider-1")
+            await broker.publish(f"{names.transport}.event", ack.to_json())
+            with pytest.raises(trio.TooSlowError):  # the ack has nothing to tell VCS
+                await p.vcs.wait_for("PUT", path, 2, within=1)
+            p.vcs.hold.set()
+            assert await nothing_arrives(broker, names.dead_letter, within=0.2)
+    [update] = p.vcs.received("PUT", path)
+    assert update.body == {"status": "received", "channel_uid": channel_uid}
 
 
 async def test_vcs_status_updates_are_recorded_forwards_only(

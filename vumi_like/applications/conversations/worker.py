@@ -265,9 +265,8 @@ class VcitaChannelApp(BaseWorker):
     async def handle_event(self, event: Event, attempt: int) -> None:
         proposed = status_for_event(event)
         if proposed is None:
-            stored = await self.store.vcita_message(event.user_message_id)
-        else:
-            stored = await self.store.update_vcita_message_status(event.user_message_id, proposed)
+            return  # an ack: VCS made the message pending itself, and it still is
+        stored = await self.store.update_vcita_message_status(event.user_message_id, proposed)
         if stored is None or stored.direction != Direction.OUTBOUND:
             self.log.info(
                 "event for a message that is not a staff message; ignored",
@@ -275,8 +274,11 @@ class VcitaChannelApp(BaseWorker):
                 message_id=event.user_message_id,
             )
             return
-        # VCS made the message pending itself; anything further it has to be told, once.
-        if stored.status in (ConversationMessageStatus.PENDING, stored.reported_status):
+        # VCS is told of a status once, by the handler of the event that brought it: an
+        # event behind a later status (a nack after the delivery report, say) has
+        # nothing to tell. That handler's event stays unacked until VCS was told, so
+        # if it dies first, its redelivery tells VCS.
+        if stored.status != proposed or stored.status == stored.reported_status:
             return
         channel = await self.store.vcita_channel(self.tenant, stored.channel_id)
         if channel is None or channel.channel_uid is None:
