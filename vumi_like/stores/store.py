@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -651,6 +651,32 @@ class MessageStore:
 
     async def vcita_session_by_uid(self, tenant: str, session_uid: str) -> VcitaSession | None:
         return await self._run(conversations.session_by_uid, tenant, session_uid, read_only=True)
+
+    async def claim_vcita_session(
+        self, tenant: str, channel_id: str, external_uid: str, *, stale_after: float
+    ) -> tuple[VcitaSession, bool]:
+        """Claim the opening of the client's session on the channel (one opener at a
+        time): the session row, and whether this call claimed it. A claim older than
+        ``stale_after`` seconds is taken over."""
+        now = self._now()
+        return await self._run(
+            conversations.claim_session,
+            tenant,
+            channel_id,
+            external_uid,
+            now,
+            now - timedelta(seconds=stale_after),
+        )
+
+    async def release_vcita_session_claim(self, session: VcitaSession) -> None:
+        """Drop ``session``'s claim (``claim_vcita_session``), its opening having failed."""
+        await self._run(
+            conversations.release_session_claim,
+            session.tenant,
+            session.channel_id,
+            session.external_uid,
+            to_db(session.updated_at),
+        )
 
     async def save_vcita_session(
         self,

@@ -77,6 +77,25 @@ async def test_a_clients_first_message_creates_the_session_then_posts_the_messag
     ]
 
 
+async def test_a_new_clients_first_messages_sent_together_open_one_session(
+    broker: BrokerInspector, names: Names, tmp_path: Path
+):
+    with trio.fail_after(20):
+        async with pipeline(broker, names, tmp_path) as p:
+            await p.active_channel()
+            async with trio.open_nursery() as nursery:
+                for text in ("hi", "I have a question", "about my order"):
+                    nursery.start_soon(p.client_writes, text)
+            messages = await p.vcs.wait_for("POST", MESSAGES, 3)
+            assert await nothing_arrives(broker, names.dead_letter, within=0.1)
+    assert len(p.vcs.received("POST", SESSIONS)) == 1
+    assert sorted(m.body["message"] for m in messages) == [
+        "I have a question",
+        "about my order",
+        "hi",
+    ]
+
+
 async def staff_message(p: Pipeline, channel_uid: str, message_uid: str, text: str) -> None:
     response = await p.vcs_calls_app(
         "POST",

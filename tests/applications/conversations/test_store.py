@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+import trio
 
 from tests.stores.conftest import StoreTarget
 from tests.stores.conftest import store_target as store_target  # the fixture, re-exported
@@ -67,6 +70,31 @@ async def test_one_session_per_client_and_channel_reused(store_target: StoreTarg
         assert typed is not None and typed.staff_typing is True and typed.typing_at is not None
 
 
+async def test_one_handler_at_a_time_claims_the_opening_of_a_session(store_target: StoreTarget):
+    async with store_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        claim = functools.partial(store.claim_vcita_session, APP, channel.channel_id, "+2782")
+        first, mine = await claim(stale_after=60)
+        assert mine and (first.session_uid, first.status) == (None, SessionStatus.PENDING)
+        second, theirs = await claim(stale_after=60)
+        assert not theirs and second.session_id == first.session_id
+        # Its opener's call failed: released, the next handler claims it anew.
+        await store.release_vcita_session_claim(first)
+        assert await store.vcita_session(APP, channel.channel_id, "+2782") is None
+        again, mine = await claim(stale_after=60)
+        assert mine
+        # An opener that died: its claim, once older than stale_after, is taken over,
+        # and its late release (it was not dead after all) drops nothing.
+        await trio.sleep(0.01)
+        taken, mine = await claim(stale_after=0.001)
+        assert mine and taken.session_id == again.session_id
+        await store.release_vcita_session_claim(again)
+        assert await store.vcita_session(APP, channel.channel_id, "+2782") == taken
+        opened = await store.save_vcita_session(APP, channel.channel_id, "+2782", "s-1", "pending")
+        found, mine = await claim(stale_after=0)
+        assert not mine and found == opened and found.session_uid == "s-1"
+
+
 async def test_a_message_uid_is_stored_once_and_its_status_only_moves_forwards(
     store_target: StoreTarget,
 ):
@@ -83,6 +111,10 @@ async def test_a_message_uid_is_stored_once_and_its_status_only_moves_forwards(
         again, created_again = await store.add_vcita_message(APP, message_id=new_id(), **fields)
         assert (created, created_again) == (True, False)
         assert again.message_id == message.message_id
+        with pytest.raises(AlreadyExists):  # the same envelope under another uid
+            await store.add_vcita_message(
+                APP, message_id=message.message_id, **{**fields, "message_uid": "m-2"}
+            )
         steps = ["received", "pending", "read", "received", "error"]
         seen = []
         for proposed in steps:

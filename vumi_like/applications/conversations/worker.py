@@ -46,6 +46,9 @@ VCS_CALLS = Counter(
 
 # A channel in these states takes no more messages; one in the others may yet.
 _CLOSED = frozenset({ChannelStatus.BLOCKED, ChannelStatus.DELETED})
+# A claim to open a client's session (see ``_create_session``) that has lasted this
+# many ``vcs_timeout``s is its opener's no more (it died): another handler takes it over.
+SESSION_CLAIM_TIMEOUTS = 3
 
 
 class ConversationError(Unprocessable):
@@ -169,9 +172,11 @@ class VcitaChannelApp(BaseWorker):
         """The client's session on the channel, once active: created or reactivated at
         VCS if need be. Until VCS confirms it, the envelope is retried later."""
         session = await self.store.vcita_session(self.tenant, channel.channel_id, external_uid)
-        if session is None or session.status == SessionStatus.INACTIVE:
+        if session is None or session.session_uid is None:
+            session = await self._create_session(channel, external_uid, token, attempt)
+        elif session.status == SessionStatus.INACTIVE:
             try:
-                session = await self._open_session(channel, external_uid, session, token)
+                session = await self._reactivate_session(session, token)
             except VcsError as exc:
                 self._vcs_failed("session", exc, attempt)
             VCS_CALLS.labels(self.name, "session", "ok").inc()
@@ -179,24 +184,43 @@ class VcitaChannelApp(BaseWorker):
             self.retry_policy.retry(attempt, f"session {session.session_uid} is {session.status}")
         return session
 
-    async def _open_session(
-        self, channel: VcitaChannel, external_uid: str, session: VcitaSession | None, token: str
+    async def _create_session(
+        self, channel: VcitaChannel, external_uid: str, token: str, attempt: int
     ) -> VcitaSession:
-        """Create the client's session at VCS, or reactivate their inactive one (one
-        session per client and channel, the seed says)."""
+        """Create the client's session at VCS (one session per client and channel, the
+        seed says). A client's first messages often come together, and are handled at
+        once, here or by another replica: one of them claims the opening in the store,
+        the others are retried later, when the session is open."""
         assert channel.channel_uid is not None
-        if session is None:
+        claim, mine = await self.store.claim_vcita_session(
+            self.tenant,
+            channel.channel_id,
+            external_uid,
+            stale_after=self.config.vcs_timeout * SESSION_CLAIM_TIMEOUTS,
+        )
+        if not mine:
+            if claim.session_uid is None:
+                self.retry_policy.retry(attempt, "the client's session is being opened at VCS")
+            return claim  # opened since it was read
+        try:
             created = await self.vcs.create_session(
                 token, channel.business_uid, channel.channel_uid, external_uid
             )
-            self.log.info("session created at VCS", session_uid=created.uid)
-            return await self.store.save_vcita_session(
-                self.tenant,
-                channel.channel_id,
-                external_uid,
-                created.uid,
-                _session_status(created.status),
-            )
+        except VcsError as exc:
+            await self.store.release_vcita_session_claim(claim)
+            self._vcs_failed("session", exc, attempt)
+        VCS_CALLS.labels(self.name, "session", "ok").inc()
+        self.log.info("session created at VCS", session_uid=created.uid)
+        return await self.store.save_vcita_session(
+            self.tenant,
+            channel.channel_id,
+            external_uid,
+            created.uid,
+            _session_status(created.status),
+        )
+
+    async def _reactivate_session(self, session: VcitaSession, token: str) -> VcitaSession:
+        """Reactivate the client's inactive session at VCS, rather than create another."""
         assert session.session_uid is not None
         answered = await self.vcs.activate_session(token, session.session_uid)
         self.log.info("session reactivated at VCS", session_uid=session.session_uid)

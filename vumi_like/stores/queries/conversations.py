@@ -286,6 +286,71 @@ def session_by_uid(conn: sa.Connection, tenant: str, session_uid: str) -> VcitaS
     )
 
 
+def claim_session(
+    conn: sa.Connection,
+    tenant: str,
+    channel_id: str,
+    external_uid: str,
+    now: datetime,
+    stale_before: datetime,
+) -> tuple[VcitaSession, bool]:
+    """Claim the opening of the client's session on the channel: the row, and whether
+    this call claimed it. The claim is a row without ``session_uid`` (one per client,
+    the table's unique key), taken by inserting it, or by updating one whose claim was
+    made before ``stale_before`` (its opener died, or gave up without releasing it)."""
+    where = (
+        vcita_sessions.c.tenant == tenant,
+        vcita_sessions.c.channel_id == channel_id,
+        vcita_sessions.c.external_uid == external_uid,
+    )
+    insert = (
+        dialect_insert(conn, vcita_sessions)
+        .values(
+            session_id=new_id(),
+            tenant=tenant,
+            channel_id=channel_id,
+            external_uid=external_uid,
+            session_uid=None,
+            status=SessionStatus.PENDING.value,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    # SQLAlchemy reports an INSERT's rowcount only when asked to.
+    claimed = conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount == 1
+    if not claimed:
+        taken_over = (
+            sa.update(vcita_sessions)
+            .where(
+                *where,
+                vcita_sessions.c.session_uid.is_(None),
+                vcita_sessions.c.updated_at < stale_before,
+            )
+            .values(updated_at=now)
+        )
+        claimed = bool(conn.execute(taken_over).rowcount)
+    found = _one_session(conn, *where)
+    assert found is not None
+    return found, claimed
+
+
+def release_session_claim(
+    conn: sa.Connection, tenant: str, channel_id: str, external_uid: str, claimed_at: datetime
+) -> None:
+    """Drop the claim made at ``claimed_at`` (its opening failed), unless it was taken
+    over or the session opened since."""
+    conn.execute(
+        sa.delete(vcita_sessions).where(
+            vcita_sessions.c.tenant == tenant,
+            vcita_sessions.c.channel_id == channel_id,
+            vcita_sessions.c.external_uid == external_uid,
+            vcita_sessions.c.session_uid.is_(None),
+            vcita_sessions.c.updated_at == claimed_at,
+        )
+    )
+
+
 def save_session(
     conn: sa.Connection,
     tenant: str,
@@ -413,7 +478,7 @@ def add_message(
     # Without a conflict target: either key taken (the same message_uid, stored by a
     # concurrent call a moment ago, or the same envelope id) inserts nothing.
     insert = dialect_insert(conn, vcita_messages).values(**values).on_conflict_do_nothing()
-    if not conn.execute(insert).rowcount:
+    if conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount != 1:
         existing = _one_message(conn, *where)
         if existing is None:
             raise AlreadyExists(f"message {message_id} is stored already")
