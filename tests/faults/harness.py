@@ -908,6 +908,15 @@ def api_queues(prefix: str) -> list[str]:
     return queues
 
 
+def api_channels(prefix: str) -> list[dict[str, Any]]:
+    """The channels of ``api_pipeline``: ``sms``, on its simulator, the tenant's
+    sender ``1234``."""
+    transport = f"{prefix}sms"
+    return [
+        {"name": "sms", "type": "sms", "transport_name": transport, "senders": {TENANT: ["1234"]}}
+    ]
+
+
 def api_pipeline(
     fleet: Fleet,
     prefix: str,
@@ -926,9 +935,7 @@ def api_pipeline(
     those workers' configs. The router also serves ``extra_apps`` (connectors
     ``<prefix><app>``, taking no inbound), for envelopes a test sends it directly."""
     connector, transport = f"{prefix}messaging", f"{prefix}sms"
-    channels = [
-        {"name": "sms", "type": "sms", "transport_name": transport, "senders": {TENANT: ["1234"]}}
-    ]
+    channels = api_channels(prefix)
     auth = {
         "jwt_secret": JWT_SECRET,
         "clients": [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "tenant": TENANT}],
@@ -991,41 +998,40 @@ async def subscribe(
     return headers
 
 
-async def post_all(
+def sms(i: int) -> dict[str, Any]:
+    return {"channel": "sms", "receiver": f"+2782{i:07d}", "content": f"fault test {i}"}
+
+
+async def send_all(
     clients: list[httpx.AsyncClient],
     count: int,
-    accepted: set[str],
+    send: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    accept: Callable[[int, httpx.Response], bool],
     *,
     concurrency: int = SENDERS,
     on_failure: list[str] | None = None,
-    milestone: tuple[int, trio.Event] | None = None,
 ) -> None:
-    """POST ``count`` messages, each with its own Idempotency-Key, over ``clients`` in
-    turn; a POST that fails (connection refused or reset, 5xx) is sent again, with the
-    same key, to the next client, until one accepts it. ``milestone`` (n, event): the
-    event is set once n are accepted."""
+    """Make ``count`` requests (``send(client, i)``) over ``clients`` in turn,
+    ``concurrency`` at once. One that fails (connection refused or reset, or an answer
+    ``accept(i, answer)`` refuses, which must be a 5xx or a 409) is made again, with
+    the next client, until one is accepted (60 s at most); ``on_failure`` collects
+    what each failure was."""
     numbers = iter(range(count))
     turn = itertools.count()
 
     async def sender() -> None:
         for i in numbers:
-            key = uuid.uuid4().hex
             with trio.fail_after(60):
                 while True:
                     client = clients[next(turn) % len(clients)]
                     try:
-                        answer = await client.post(
-                            "/v1/messages", json=sms(i), headers={"Idempotency-Key": key}
-                        )
+                        answer = await send(client, i)
                     except httpx.HTTPError as exc:
                         if on_failure is not None:
                             on_failure.append(type(exc).__name__)
                         await trio.sleep(0.05)
                         continue
-                    if answer.status_code == 202:
-                        accepted.add(answer.json()["messageId"])
-                        if milestone is not None and len(accepted) >= milestone[0]:
-                            milestone[1].set()
+                    if accept(i, answer):
                         break
                     if on_failure is not None:
                         retry_after = answer.headers.get("Retry-After")
@@ -1040,6 +1046,40 @@ async def post_all(
             nursery.start_soon(sender)
 
 
+async def post_all(
+    clients: list[httpx.AsyncClient],
+    count: int,
+    accepted: set[str],
+    *,
+    concurrency: int = SENDERS,
+    on_failure: list[str] | None = None,
+    milestone: tuple[int, trio.Event] | None = None,
+    path: str = "/v1/messages",
+    body: Callable[[int], dict[str, Any]] = sms,
+    created: int = 202,
+    id_key: str = "messageId",
+) -> None:
+    """POST ``count`` messages (``body(i)`` to ``path``; by default SMS to the Messaging
+    API), each with its own Idempotency-Key, over ``clients`` in turn (``send_all``: a
+    failed POST is sent again, with the same key, to the next client), until one
+    answers ``created``, whose ``id_key`` goes into ``accepted``. ``milestone`` (n,
+    event): the event is set once n are accepted."""
+    keys = [uuid.uuid4().hex for _ in range(count)]
+
+    async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await client.post(path, json=body(i), headers={"Idempotency-Key": keys[i]})
+
+    def accept(i: int, answer: httpx.Response) -> bool:
+        if answer.status_code != created:
+            return False
+        accepted.add(str(answer.json()[id_key]))
+        if milestone is not None and len(accepted) >= milestone[0]:
+            milestone[1].set()
+        return True
+
+    await send_all(clients, count, send, accept, concurrency=concurrency, on_failure=on_failure)
+
+
 async def final_statuses(client: httpx.AsyncClient, ids: set[str]) -> dict[str, int]:
     """How many of ``ids`` are in each status, as ``GET /v1/messages/{id}`` says."""
     statuses: dict[str, int] = {}
@@ -1048,7 +1088,3 @@ async def final_statuses(client: httpx.AsyncClient, ids: set[str]) -> dict[str, 
         status = answer.json()["status"] if answer.status_code == 200 else str(answer.status_code)
         statuses[status] = statuses.get(status, 0) + 1
     return statuses
-
-
-def sms(i: int) -> dict[str, Any]:
-    return {"channel": "sms", "receiver": f"+2782{i:07d}", "content": f"fault test {i}"}
