@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -24,6 +25,7 @@ from vumi_like.applications.conversations.vcs import CHANNELS, MESSAGES, SESSION
 from vumi_like.broker import BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
 from vumi_like.messages import DeliveryStatus, Event, Message
+from vumi_like.stores import MessageStore, StoreUnavailable
 
 
 async def test_a_channel_is_pending_until_vcs_confirms_it_active(
@@ -170,6 +172,67 @@ async def test_a_status_is_sent_to_vcs_once_though_the_ack_comes_while_it_is_sen
             assert await nothing_arrives(broker, names.dead_letter, within=0.2)
     [update] = p.vcs.received("PUT", path)
     assert update.body == {"status": "received", "channel_uid": channel_uid}
+
+
+async def test_a_reply_sent_again_after_a_store_failure_still_has_its_status_told(
+    broker: BrokerInspector, names: Names, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The store fails part-way through both flows of one reply: the POST after the
+    # reply was handed on (503), the delivery report's handler after it had moved the
+    # status to received. VCS sends the POST again while the report waits for its
+    # retry; that retry must still tell VCS.
+    path = f"{MESSAGES}/staff-msg-1"
+    body = {
+        "external_uid": CLIENT,
+        "message": "Your order is ready",
+        "message_uid": "staff-msg-1",
+        "status": "pending",
+    }
+    with trio.fail_after(20):
+        async with pipeline(broker, names, tmp_path, simulator=False) as p:
+            channel_uid = await p.active_channel()
+            store = p.app.store
+            down = {"set_vcita_message_reported"}
+            refused = {m: trio.Event() for m in ("set_vcita_message_reported", "vcita_channel")}
+            for method in refused:
+                monkeypatch.setattr(store, method, failing_while(down, refused, method, store))
+            first = await p.vcs_calls_app(
+                "POST", "/messages", {**body, "channel_uid": channel_uid}
+            )
+            [delivery] = await receive(broker, f"{names.transport}.outbound", 1)
+            sent = Message.from_json(delivery.body)
+            down.clear()
+            down.add("vcita_channel")
+            report = Event.delivery_report(sent, DeliveryStatus.DELIVERED)
+            await broker.publish(f"{names.transport}.event", report.to_json())
+            await refused["vcita_channel"].wait()  # after the status moved
+            stored = await store.vcita_message(sent.message_id)
+            accepted = await p.vcs_calls_app(
+                "POST", "/messages", {**body, "channel_uid": channel_uid}
+            )
+            down.clear()
+            [update] = await p.vcs.wait_for("PUT", path, 1, within=15)
+            assert await nothing_arrives(broker, names.dead_letter, within=0.2)
+    assert (first.status_code, first.json()["code"]) == (503, "STORE_UNAVAILABLE")
+    assert stored is not None and stored.status == "received"
+    assert accepted.status_code == 204, accepted.text
+    assert update.body == {"status": "received", "channel_uid": channel_uid}
+
+
+def failing_while(
+    down: set[str], refused: dict[str, trio.Event], method: str, store: MessageStore
+) -> Any:
+    """``store``'s ``method``, raising ``StoreUnavailable`` while ``down`` names it (and
+    then setting ``refused[method]``)."""
+    original = getattr(store, method)
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        if method in down:
+            refused[method].set()
+            raise StoreUnavailable("message store at test unavailable: stopped")
+        return await original(*args, **kwargs)
+
+    return call
 
 
 async def test_vcs_status_updates_are_recorded_forwards_only(

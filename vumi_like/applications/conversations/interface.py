@@ -135,8 +135,11 @@ class CommunicationInterface:
                 code="broker_unavailable",
                 retry_after=5,
             ) from None
-        # Handed on: a repeat of this POST now answers without sending it twice.
-        await self.store.set_vcita_message_reported(stored.message_id, stored.status)
+        # Handed on: a repeat of this POST now answers without sending it twice. What
+        # VCS has is the status it sent, not the stored one: that may be ahead already
+        # (a delivery report handled while an earlier POST of this message failed), and
+        # recording it as told would leave the report's handler nothing to tell.
+        await self.store.set_vcita_message_reported(stored.message_id, body.status)
         self.log.info(
             "staff message sent",
             message_id=stored.message_id,
