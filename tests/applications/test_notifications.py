@@ -295,6 +295,7 @@ async def test_callers_must_be_registry_users_with_a_valid_token(
         wrong_tenant = await api.http.get(PREFIX, headers=api.as_user("bob-client", "globex"))
         listing = await api.get("bob-client")
         unknown = await api.get("bob-client", "/424242")
+        too_large = await api.get("bob-client", f"/{2**63}")
         half = await api.get("bob-client", target_type="xform")
         form = {"target_type": "xform", "target_id": "1337"}
         bad_pages = [
@@ -307,6 +308,7 @@ async def test_callers_must_be_registry_users_with_a_valid_token(
     problem(wrong_tenant, 403, "FORBIDDEN")
     assert listing.status_code == 200 and listing.json() == []  # as the seed says
     problem(unknown, 404, "MESSAGE_NOT_FOUND")
+    problem(too_large, 404, "MESSAGE_NOT_FOUND")
     problem(half, 400, "VALIDATION_FAILED")
     for bad_page in bad_pages:
         problem(bad_page, 400, "VALIDATION_FAILED")

@@ -75,6 +75,10 @@ async def test_notifications_are_stored_with_their_id_in_the_payload(store: Mess
     assert not await store.delete_notification("globex", created.id)
     assert await store.delete_notification("acme", created.id)
     assert await store.get_notification("acme", created.id) is None
+    # An id past what the column holds (or none at all) names no notification.
+    for pk in (2**31, 2**63, 0, -1):
+        assert await store.get_notification("acme", pk) is None
+        assert not await store.delete_notification("acme", pk)
     assert not await store.record_notification_delivery(created.id, "mqtt", {"state": "x"})
 
 

@@ -245,7 +245,14 @@ def create_notification(
     return _notification({"id": inserted[0], **values})
 
 
+# The largest id a notification can have (its column is a 32-bit integer on
+# PostgreSQL): a larger one names no notification, and the database would refuse it.
+MAX_ID = 2**31 - 1
+
+
 def get_notification(conn: sa.Connection, tenant: str, pk: int) -> Notification | None:
+    if not 0 < pk <= MAX_ID:
+        return None
     query = sa.select(notifications).where(
         notifications.c.tenant == tenant, notifications.c.id == pk
     )
@@ -254,6 +261,8 @@ def get_notification(conn: sa.Connection, tenant: str, pk: int) -> Notification 
 
 
 def delete_notification(conn: sa.Connection, tenant: str, pk: int) -> bool:
+    if not 0 < pk <= MAX_ID:
+        return False
     query = sa.delete(notifications).where(
         notifications.c.tenant == tenant, notifications.c.id == pk
     )
