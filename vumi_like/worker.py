@@ -73,7 +73,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# Seconds a caller is told to wait when a route met a store or cache it cannot reach.
+# Seconds a caller is told to wait (Retry-After) when a route met a store, a cache or a
+# broker it cannot reach.
 SERVICE_RETRY_AFTER = 5
 
 

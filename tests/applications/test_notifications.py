@@ -26,6 +26,7 @@ from vumi_like.auth import AuthSettings, TokenService
 from vumi_like.broker import BrokerInspector
 from vumi_like.stores import MessageStore, open_store
 from vumi_like.transports.mqtt import MqttTransport, MqttTransportConfig, open_mqtt_client
+from vumi_like.worker import SERVICE_RETRY_AFTER
 
 JWT_SECRET = "notifications-test-signing-key-0123456789"
 PREFIX = "/api/v1/messaging"
@@ -284,6 +285,22 @@ async def test_bad_requests_are_problems_and_store_nothing(
         queued = await broker.get(f"{unique}.outbound")
     assert detail in problem(response, status, code)["detail"]
     assert queued is None  # nothing published either
+
+
+async def test_a_message_the_broker_refuses_is_a_503_with_retry_after_and_not_kept(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    body = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
+    async with running_api(broker, tmp_path, unique) as api:
+        await broker.delete_queue(f"{unique}.outbound")  # nothing takes it: refused
+        refused = await api.post("bob-client", body)
+        kept = await api.store.list_notifications("acme", "xform", "1337")
+        await broker.declare_queue(f"{unique}.outbound")
+        created = await api.post("bob-client", body)
+    problem(refused, 503, "BROKER_UNAVAILABLE")
+    assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
+    assert kept.items == ()
+    assert created.status_code == 201, created.text
 
 
 async def test_callers_must_be_registry_users_with_a_valid_token(

@@ -43,7 +43,7 @@ from vumi_like.config import ConfigError, config_from_data
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
 from vumi_like.messages import DeliveryStatus, Event, Message, SessionEvent
 from vumi_like.metrics import REGISTRY
-from vumi_like.worker import serve_http
+from vumi_like.worker import SERVICE_RETRY_AFTER, serve_http
 
 SECRET = "turn-hmac-secret"
 TOKEN = "turn-auth-token"
@@ -725,6 +725,7 @@ async def test_outbound_that_cannot_be_queued_is_a_503_problem_and_serving_goes_
     assert refused.status_code == 503
     assert refused.headers["content-type"] == PROBLEM_CONTENT_TYPE
     assert refused.json()["code"] == "broker_unavailable"
+    assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
     assert "could not be queued" in refused.json()["detail"]
     assert Message.from_json(queued.body).message_id == accepted_id
 
@@ -803,5 +804,6 @@ async def test_outbound_while_the_cache_is_unreachable_is_a_503_problem_and_reco
                 sent_id(await post_outbound(p.client, text("after")))
     assert during.status_code == 503
     assert during.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert during.headers["Retry-After"] == str(SERVICE_RETRY_AFTER)
     assert during.json()["code"] == "cache_unavailable"
     assert "try again" in during.json()["detail"]

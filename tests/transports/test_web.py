@@ -34,6 +34,7 @@ from vumi_like.errors import PROBLEM_CONTENT_TYPE
 from vumi_like.messages import DeliveryStatus, Event, EventType, Message, SessionEvent
 from vumi_like.messaging.webhooks import new_secret
 from vumi_like.transports.web import WebTransport, WebTransportConfig
+from vumi_like.worker import SERVICE_RETRY_AFTER
 
 SECRET = new_secret()
 
@@ -289,6 +290,22 @@ async def test_a_signed_inbound_is_published(broker: BrokerInspector, unique: st
 
 
 INBOUND = {"from": "party", "to": "municipality", "content": "hi"}
+
+
+async def test_an_inbound_the_broker_refuses_is_a_503_with_retry_after(
+    broker: BrokerInspector, unique: str
+):
+    raw, headers = signed({"from": "party", "to": "municipality", "content": "hi"})
+    async with running_web(broker, unique) as run:
+        await broker.delete_queue(f"{unique}.inbound")  # nothing takes it: refused
+        refused = await run.client.post("/inbound", content=raw, headers=headers)
+        await broker.declare_queue(f"{unique}.inbound")
+        accepted = await run.client.post("/inbound", content=raw, headers=headers)
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert refused.json()["code"] == "broker_unavailable"
+    assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
+    assert accepted.status_code == 200, accepted.text
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ from vumi_like.transports.whatsapp import (
     message_request,
     signature,
 )
-from vumi_like.worker import serve_http
+from vumi_like.worker import SERVICE_RETRY_AFTER, serve_http
 
 # -- a scripted HTTP server on 127.0.0.1
 
@@ -608,6 +608,24 @@ async def test_an_inbound_text_is_published(broker: BrokerInspector, unique: str
             "profile_name": "Sheena Nelson",
         }
     }
+
+
+async def test_a_webhook_the_broker_refuses_is_a_503_with_retry_after(
+    broker: BrokerInspector, unique: str
+):
+    body = notification(text_from("16505551234", "hello", wamid="wamid.IN2"))
+    async with running_whatsapp(broker, unique) as run:
+        await broker.delete_queue(f"{unique}.inbound")  # nothing takes it: refused
+        refused = await post_webhook(run.webhook, body)
+        await broker.declare_queue(f"{unique}.inbound")
+        again = await post_webhook(run.webhook, body)  # as Meta sends it again
+        (delivery,) = await receive(broker, f"{unique}.inbound", 1)
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert refused.json()["code"] == "broker_unavailable"
+    assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
+    assert again.status_code == 200
+    assert Message.from_json(delivery.body).content == "hello"
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,12 @@ from vumi_like.stores import (
     StoredMessage,
     new_id,
 )
-from vumi_like.worker import JobConnector, PublishFailed, ReceiveInboundConnector
+from vumi_like.worker import (
+    SERVICE_RETRY_AFTER,
+    JobConnector,
+    PublishFailed,
+    ReceiveInboundConnector,
+)
 
 __all__ = ["BatchJob", "Draft", "Outbox"]
 
@@ -263,7 +268,7 @@ class Outbox:
                 503,
                 "the message could not be queued; try again",
                 code="BROKER_UNAVAILABLE",
-                retry_after=5,
+                retry_after=SERVICE_RETRY_AFTER,
             ) from exc
 
 

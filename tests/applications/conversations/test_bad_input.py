@@ -31,6 +31,7 @@ from vumi_like.broker import BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
 from vumi_like.errors import PROBLEM_CONTENT_TYPE
 from vumi_like.messages import DeliveryStatus, Event, Message
+from vumi_like.worker import SERVICE_RETRY_AFTER
 
 
 @pytest.fixture
@@ -207,6 +208,41 @@ async def test_a_staff_message_reusing_another_staff_messages_uid_is_409(p: Pipe
 
 
 # -- the admin API
+
+
+async def test_a_staff_message_the_broker_refuses_is_a_503_with_retry_after(
+    p: Pipeline, broker: BrokerInspector, names: Names
+):
+    channel_uid = await p.active_channel()
+    body = {
+        "external_uid": CLIENT,
+        "message": "Your order is ready",
+        "message_uid": "staff-msg-1",
+        "channel_uid": channel_uid,
+    }
+    await broker.delete_queue(f"{names.app}.outbound")  # nothing takes it: refused
+    refused = await p.vcs_calls_app("POST", "/messages", body)
+    await broker.declare_queue(f"{names.app}.outbound")
+    again = await p.vcs_calls_app("POST", "/messages", body)  # VCS retries
+    problem(refused, 503, "broker_unavailable")
+    assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
+    assert again.status_code == 204, again.text
+    [delivery] = await receive(broker, f"{names.app}.outbound", 1)
+    assert Message.from_json(delivery.body).content == "Your order is ready"
+
+
+async def test_a_channel_whose_creation_the_broker_refuses_is_a_503_with_retry_after(
+    p: Pipeline, broker: BrokerInspector, names: Names
+):
+    token = await p.admin.put(
+        f"/admin/businesses/{BUSINESS}/token", json={"access_token": ACCESS_TOKEN}
+    )
+    assert token.status_code == 204, token.text
+    await broker.delete_queue(f"{names.app}.vcs")  # nothing takes the job: refused
+    body = {"business_uid": BUSINESS, "transport_name": names.transport, "address": "4321"}
+    refused = await p.admin.post("/admin/channels", json=body)
+    assert "could not be queued" in problem(refused, 503, "broker_unavailable")["detail"]
+    assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
 
 
 async def test_the_admin_api_wants_its_token(p: Pipeline):
