@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -222,6 +223,7 @@ class Replies:
     clients: list[str]
     message_uids: list[str]
     failures: list[str] = attrs.field(factory=list)  # a failed POST's error, or its status
+    problems: Counter[str] = attrs.field(factory=Counter)  # refusals: status, type, code
 
     def body(self, i: int) -> dict[str, Any]:
         return {
@@ -250,10 +252,23 @@ async def send_replies(replicas: list[str], replies: Replies) -> None:
             return await client.post("/messages", json=replies.body(i))
 
         def accept(i: int, answer: httpx.Response) -> bool:
-            return answer.status_code == 204
+            if answer.status_code == 204:
+                return True
+            replies.problems[problem_of(answer)] += 1
+            return False
 
         count = len(replies.message_uids)
         await send_all(clients, count, send, accept, on_failure=replies.failures)
+
+
+def problem_of(answer: httpx.Response) -> str:
+    """A refusal as ``<status> <content type> <problem code>``."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    code = body.get("code") if isinstance(body, dict) else None
+    return f"{answer.status_code} {answer.headers.get('content-type')} {code}"
 
 
 async def flow_through_kill(
@@ -265,29 +280,51 @@ async def flow_through_kill(
     posted: Tally,
     received: Tally,
 ) -> str:
-    """Publish the clients' ``messages`` onto ``app``'s inbound queue and send the staff
-    ``replies``, both at once; once ``KILL_AFTER`` of each has arrived, kill ``VICTIM``
-    and start it again; then wait until every one has arrived (``DRAIN_TIMEOUT`` at
-    most: the caller checks ``missing``). What had arrived at the kill."""
-    async with trio.open_nursery() as nursery:
-        bodies = [message.to_json() for message in messages]
-        nursery.start_soon(publish_all, broker, f"{app}.inbound", bodies)
-        nursery.start_soon(send_replies, [fleet.url(name) for name in REPLICAS], replies)
-        with trio.fail_after(60):
-            await posted.wait_count(int(len(posted.sent) * KILL_AFTER))
-            await received.wait_count(int(len(received.sent) * KILL_AFTER))
-        at_kill = (
-            f"client messages {len(posted.arrived.keys() & posted.sent)}/{len(posted.sent)}, "
-            f"replies {len(received.arrived.keys() & received.sent)}/{len(received.sent)}"
-        )
+    """``flow_through_fault``, the fault a ``kill -9`` of ``VICTIM`` and its start again."""
+
+    async def kill_and_restart() -> None:
         fleet.kill(VICTIM)
         await trio.sleep(0.5)
         fleet.restart(VICTIM)
         await fleet.wait_healthy(VICTIM)
+
+    replicas = [fleet.url(name) for name in REPLICAS]
+    return await flow_through_fault(
+        broker, replicas, app, messages, replies, posted, received, fault=kill_and_restart
+    )
+
+
+async def flow_through_fault(
+    broker: BrokerInspector,
+    replicas: list[str],
+    app: str,
+    messages: list[Message],
+    replies: Replies,
+    posted: Tally,
+    received: Tally,
+    *,
+    fault: Callable[[], Awaitable[object]],
+) -> str:
+    """Publish the clients' ``messages`` onto ``app``'s inbound queue and send the staff
+    ``replies`` to the ``replicas``, both at once; once ``KILL_AFTER`` of each has
+    arrived, run ``fault``; then wait until every one has arrived (``DRAIN_TIMEOUT`` at
+    most: the caller checks ``missing``). What had arrived when the fault began."""
+    async with trio.open_nursery() as nursery:
+        bodies = [message.to_json() for message in messages]
+        nursery.start_soon(publish_all, broker, f"{app}.inbound", bodies)
+        nursery.start_soon(send_replies, replicas, replies)
+        with trio.fail_after(60):
+            await posted.wait_count(int(len(posted.sent) * KILL_AFTER))
+            await received.wait_count(int(len(received.sent) * KILL_AFTER))
+        at_fault = (
+            f"client messages {len(posted.arrived.keys() & posted.sent)}/{len(posted.sent)}, "
+            f"replies {len(received.arrived.keys() & received.sent)}/{len(received.sent)}"
+        )
+        await fault()
     with trio.move_on_after(DRAIN_TIMEOUT):
         await posted.wait_all()
         await received.wait_all()
-    return at_kill
+    return at_fault
 
 
 def describe(failures: list[str]) -> str:

@@ -32,6 +32,7 @@ import contextlib
 import functools
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -60,6 +61,7 @@ from tests.faults.harness import (
 )
 from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.auth import AuthSettings, TokenService
+from vumi_like.dlq import DeadLetter
 from vumi_like.stores import StoreSettings
 from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
 
@@ -76,56 +78,31 @@ FORM = "1337"
 async def test_kill_9_of_notifications_replica_loses_nothing(
     services: None, mosquitto: tuple[str, int], unique: str
 ) -> None:
-    prefix = f"{unique}-"
     schema = unique.replace("-", "_")
     store = {"store_url": POSTGRES_URL, "store_schema": schema}
-    connector, mqtt = f"{prefix}messaging", f"{prefix}mqtt"
-    queues = [*api_queues(prefix), f"{connector}.notifications", *transport_queues(mqtt)]
     receiver = WebhookReceiver()
     delivered = receiver.tally("DELIVERED")
     accepted: set[str] = set()
     failures: list[str] = []
     try:
         async with (
-            own_broker(queues) as broker,
+            own_broker(notifications_queues(f"{unique}-")) as broker,
             open_mqtt_client(quick_settings(mosquitto[1], host=mosquitto[0])) as device,
         ):
             await device.wait_connected()
-            await device.subscribe(f"/{unique}/xform/{FORM}/messages/publish", qos=1)
+            await device.subscribe(form_topic(unique), qos=1)
             published = Tally()
             with fleet_in_tmp() as fleet:
-                api_pipeline(fleet, prefix, store)
-                for n in range(2):
-                    fleet.add(
-                        f"notifications{n}",
-                        NOTIFICATIONS_API,
-                        {
-                            "auth": {"jwt_secret": JWT_SECRET},
-                            "backends": ["mqtt", "channels"],
-                            "mqtt_connector": mqtt,
-                            "connector_name": connector,
-                            "channels": api_channels(prefix),
-                            **store,
-                        },
-                    )
-                fleet.add(
-                    "mqtt",
-                    MQTT,
-                    {
-                        "transport_name": mqtt,
-                        "host": mosquitto[0],
-                        "port": mosquitto[1],
-                        "topic_base": unique,
-                        "qos": 1,
-                    },
-                )
+                notifications_pipeline(fleet, unique, store, mosquitto)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(receiver.serve)
                     nursery.start_soon(count_published, device, published)
                     await fleet.wait_healthy()
                     await registry(store)
                     await subscribe(fleet.url("api0"), receiver, "DELIVERED")
-                    await send_through_kill(fleet, accepted, failures)
+                    await send_through(
+                        fleet, accepted, failures, functools.partial(kill_and_restart, fleet)
+                    )
                     published.sent = set(accepted)
                     outcomes = await drained(fleet, accepted, published, delivered)
                     nursery.cancel_scope.cancel()
@@ -133,6 +110,66 @@ async def test_kill_9_of_notifications_replica_loses_nothing(
     finally:
         drop_schema(POSTGRES_URL, schema)
 
+    check_both_ends(accepted, published, delivered, outcomes, letters, failures)
+
+
+def notifications_queues(prefix: str) -> list[str]:
+    """Every queue of the pipeline ``notifications_pipeline`` starts with ``prefix``."""
+    connector, mqtt = f"{prefix}messaging", f"{prefix}mqtt"
+    return [*api_queues(prefix), f"{connector}.notifications", *transport_queues(mqtt)]
+
+
+def form_topic(unique: str) -> str:
+    """The MQTT topic of the form's notifications, under the transport's ``unique`` base."""
+    return f"/{unique}/xform/{FORM}/messages/publish"
+
+
+def notifications_pipeline(
+    fleet: Fleet, unique: str, store: dict[str, Any], mosquitto: tuple[str, int]
+) -> None:
+    """Start the Messaging API pipeline (``api_pipeline``), two Notifications API
+    replicas with both backends (``notifications0`` and ``1``) and an MQTT transport
+    to ``mosquitto`` (``mqtt``, topics under ``unique``), all on ``store``, with
+    ``<unique>-`` on every queue (``notifications_queues``)."""
+    prefix = f"{unique}-"
+    connector, mqtt = f"{prefix}messaging", f"{prefix}mqtt"
+    api_pipeline(fleet, prefix, store)
+    for n in range(2):
+        fleet.add(
+            f"notifications{n}",
+            NOTIFICATIONS_API,
+            {
+                "auth": {"jwt_secret": JWT_SECRET},
+                "backends": ["mqtt", "channels"],
+                "mqtt_connector": mqtt,
+                "connector_name": connector,
+                "channels": api_channels(prefix),
+                **store,
+            },
+        )
+    fleet.add(
+        "mqtt",
+        MQTT,
+        {
+            "transport_name": mqtt,
+            "host": mosquitto[0],
+            "port": mosquitto[1],
+            "topic_base": unique,
+            "qos": 1,
+        },
+    )
+
+
+def check_both_ends(
+    accepted: set[str],
+    published: Tally,
+    delivered: Tally,
+    outcomes: dict[str, dict[str, Any]],
+    letters: list[DeadLetter],
+    failures: list[str],
+) -> None:
+    """Print what arrived at each end; fail on a dead letter, on an accepted
+    notification missing at either end, or on one whose deliveries are not settled."""
     recorded = {
         recipient["message_id"]
         for outcome in outcomes.values()
@@ -184,27 +221,45 @@ def notification(i: int) -> dict[str, Any]:
     return {"target_type": "xform", "target_id": FORM, "message": f"fault test {i}"}
 
 
-async def send_through_kill(fleet: Fleet, accepted: set[str], failures: list[str]) -> None:
-    """POST the notifications over both replicas; kill and restart replica 0 after
-    ``KILL_AFTER`` of them are accepted."""
+async def kill_and_restart(fleet: Fleet) -> None:
+    """``kill -9`` of replica 0, and its start again."""
+    fleet.kill("notifications0")
+    await trio.sleep(1)
+    fleet.restart("notifications0")
+    await fleet.wait_healthy("notifications0")
+
+
+async def send_through(
+    fleet: Fleet,
+    accepted: set[str],
+    failures: list[str],
+    fault: Callable[[], Awaitable[object]],
+    *,
+    on_answer: Callable[[httpx.Response], Awaitable[None]] | None = None,
+) -> None:
+    """POST the notifications over both replicas; run ``fault`` once ``KILL_AFTER`` of
+    them are accepted. ``on_answer`` sees every answer a replica gives."""
     reached = trio.Event()
 
-    async def kill_and_restart() -> None:
+    async def fault_when_reached() -> None:
         await reached.wait()
-        fleet.kill("notifications0")
-        await trio.sleep(1)
-        fleet.restart("notifications0")
-        await fleet.wait_healthy("notifications0")
+        await fault()
 
+    hooks = {"response": [on_answer]} if on_answer is not None else {}
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                httpx.AsyncClient(base_url=fleet.url(name), headers=as_user(AUTHOR), timeout=30)
+                httpx.AsyncClient(
+                    base_url=fleet.url(name),
+                    headers=as_user(AUTHOR),
+                    timeout=30,
+                    event_hooks=hooks,
+                )
             )
             for name in ("notifications0", "notifications1")
         ]
         async with trio.open_nursery() as senders:
-            senders.start_soon(kill_and_restart)
+            senders.start_soon(fault_when_reached)
             senders.start_soon(
                 functools.partial(
                     post_all,
@@ -262,5 +317,6 @@ async def drained(
                     await trio.sleep(0.2)
         for pk in accepted - outcomes.keys():
             answer = await client.get(f"{PREFIX}/{pk}")
+            assert answer.status_code == 200, f"accepted, not kept: {pk} {answer.text}"
             outcomes[pk] = answer.json()["deliveries"]
     return outcomes

@@ -36,9 +36,11 @@ not acked yet is made again by the other one), counted and printed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -115,8 +117,16 @@ async def test_kill_9_of_turn_channels_api_replica_loses_nothing(
                 for name in REPLICAS:
                     fleet.add(name, TURN, replica_config(unique, app, transport, turn))
                 await fleet.wait_healthy()
-                at_kill = await flow_through_kill(
-                    fleet, broker, turn, app, inbound, at_turn, accepted, failures
+                at_kill = await flow_through_fault(
+                    fleet,
+                    broker,
+                    turn,
+                    app,
+                    inbound,
+                    at_turn,
+                    accepted,
+                    failures,
+                    functools.partial(kill_and_restart, fleet),
                 )
             letters = await take_dead_letters(broker, unique)
     finally:
@@ -144,7 +154,15 @@ async def test_kill_9_of_turn_channels_api_replica_loses_nothing(
     assert len(sent_twice) <= SENDERS, sent_twice
 
 
-async def flow_through_kill(
+async def kill_and_restart(fleet: Fleet) -> None:
+    """``kill -9`` of the victim, and its start again."""
+    fleet.kill(VICTIM)
+    await trio.sleep(0.5)
+    fleet.restart(VICTIM)
+    await fleet.wait_healthy(VICTIM)
+
+
+async def flow_through_fault(
     fleet: Fleet,
     broker: BrokerInspector,
     turn: FakeTurn,
@@ -153,29 +171,27 @@ async def flow_through_kill(
     at_turn: AtTurn,
     accepted: Tally,
     failures: list[str],
+    fault: Callable[[], Awaitable[object]],
+    after: float = KILL_AFTER,
 ) -> tuple[int, int, int]:
-    """POST the outbound and publish the inbound; ``kill -9`` the victim once
-    ``KILL_AFTER`` of each direction has arrived at Turn, start it again, and wait for
-    the rest (``DRAIN_TIMEOUT`` at most: the caller checks ``missing``). How many
-    outbound requests had been accepted, and delivered statuses and inbound had arrived
-    at Turn, at the kill."""
-    at_kill = (0, 0, 0)
-    killed = trio.Event()
+    """POST the outbound and publish the inbound; run ``fault`` once ``after`` of each
+    direction has arrived at Turn, and wait for the rest (``DRAIN_TIMEOUT`` at most: the
+    caller checks ``missing``). How many outbound requests had been accepted, and
+    delivered statuses and inbound had arrived at Turn, when the fault began."""
+    at_fault = (0, 0, 0)
+    faulted = trio.Event()
 
-    async def kill_and_restart() -> None:
-        nonlocal at_kill
-        await arrived_at_least(at_turn.delivered, math.ceil(API_MESSAGES * KILL_AFTER))
-        await arrived_at_least(at_turn.inbound, math.ceil(INBOUND_MESSAGES * KILL_AFTER))
-        at_kill = (
+    async def run_fault() -> None:
+        nonlocal at_fault
+        await arrived_at_least(at_turn.delivered, math.ceil(API_MESSAGES * after))
+        await arrived_at_least(at_turn.inbound, math.ceil(INBOUND_MESSAGES * after))
+        at_fault = (
             len(accepted.arrived),
             len(at_turn.delivered.arrived),
             len(at_turn.inbound.arrived),
         )
-        fleet.kill(VICTIM)
-        await trio.sleep(0.5)
-        fleet.restart(VICTIM)
-        await fleet.wait_healthy(VICTIM)
-        killed.set()
+        await fault()
+        faulted.set()
 
     async with contextlib.AsyncExitStack() as stack:
         clients = [
@@ -186,19 +202,19 @@ async def flow_through_kill(
         ]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(count_at_turn, turn, at_turn)
-            nursery.start_soon(kill_and_restart)
+            nursery.start_soon(run_fault)
             bodies = [message.to_json() for message in inbound]
             nursery.start_soon(publish_along, broker, f"{app}.inbound", bodies, accepted)
             await post_signed(clients, API_MESSAGES, accepted, failures)
             with trio.fail_after(60):
-                await killed.wait()
+                await faulted.wait()
             at_turn.sent.sent = set(accepted.arrived)
             at_turn.delivered.sent = set(accepted.arrived)
             with trio.move_on_after(DRAIN_TIMEOUT):
                 for tally in at_turn.tallies().values():
                     await tally.wait_all()
             nursery.cancel_scope.cancel()
-    return at_kill
+    return at_fault
 
 
 async def publish_along(
@@ -276,10 +292,13 @@ def inbound_message(prefix: str, i: int, transport: str) -> Message:
     )
 
 
-def replica_config(unique: str, app: str, transport: str, turn: FakeTurn) -> dict[str, Any]:
+def replica_config(
+    unique: str, app: str, transport: str, turn: FakeTurn, redis_url: str = REDIS_URL
+) -> dict[str, Any]:
     """A replica on connector ``app``, sending to ``transport`` through the router, its
-    message cache in Redis under a prefix of its own (inside the test's)."""
-    cache = redis_cache(unique)
+    message cache in the Redis at ``redis_url`` under a prefix of its own (inside the
+    test's)."""
+    cache = redis_cache(unique, redis_url)
     cache["message_cache_config"]["key_prefix"] = f"{unique}:turn:"
     return {
         "connector_name": app,

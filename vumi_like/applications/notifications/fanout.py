@@ -22,8 +22,9 @@ notification as soon as it is known (``deliveries.channels.recipients``), and a 
 that comes back (redelivered after a crash, or retried) skips the recipients already
 done. A broker or store that refuses is retried with the broker-held ``RetryPolicy``
 (``max_retries``...); the last failure marks the backend ``failed`` and dead-letters
-the job with the reason. A recipient can receive a message twice only if the worker
-dies between publishing it and recording it.
+the job with the reason. A recipient can receive a message twice only when it was
+published and not recorded: the worker died in between, or the store went just then
+(the retried job sends it again).
 """
 
 from __future__ import annotations
