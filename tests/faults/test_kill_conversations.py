@@ -95,15 +95,8 @@ async def test_kill_9_of_conversations_app_replica_loses_nothing(
 ) -> None:
     app, transport, queues = envelope_queues(unique)
     schema = unique.replace("-", "_")
-    clients = [f"+2783{n:07d}" for n in range(CLIENTS)]
-    firsts = [client_message(transport, client, f"{unique} hello") for client in clients]
-    messages = [
-        client_message(transport, clients[i % CLIENTS], f"{unique} message {i}")
-        for i in range(CLIENT_MESSAGES)
-    ]
-    posted = Tally(sent={message_uid_for(m) for m in messages})
-    reply_uids = [f"{unique}-reply-{i}" for i in range(API_MESSAGES)]
-    received = Tally(sent=set(reply_uids))
+    traffic = Traffic.of(unique, transport)
+    posted, received = traffic.posted, traffic.received
     other_statuses: Counter[str] = Counter()  # staff replies' statuses other than received
     try:
         async with (
@@ -115,19 +108,11 @@ async def test_kill_9_of_conversations_app_replica_loses_nothing(
             counting.start_soon(count_at_vcs, vcs, posted, received, other_statuses)
             with fleet_in_tmp() as fleet:
                 store = {"store_url": POSTGRES_URL, "store_schema": schema}
-                for name in REPLICAS:
-                    fleet.add(name, APP, app_config(app, vcs, store))
-                envelope_path(fleet, unique, app, transport, redis_url=None)
-                await fleet.wait_healthy()
-                # VCS's callbacks (channel and sessions, all before the traffic) go to
-                # the replica that is not killed.
-                vcs.app_url = fleet.url(SURVIVOR) + APP_PATH
-                channel_uid = await open_channel(fleet.url(SURVIVOR), transport)
-                await publish_all(broker, f"{app}.inbound", [m.to_json() for m in firsts])
-                await vcs.wait_for("POST", VCS_MESSAGES, CLIENTS, within=30)
-                replies = Replies(channel_uid, clients, reply_uids)
+                replies = await start_conversations(
+                    fleet, broker, vcs, unique, store, traffic, callbacks_to=SURVIVOR
+                )
                 at_kill = await flow_through_kill(
-                    broker, fleet, app, messages, replies, posted, received
+                    broker, fleet, app, traffic.messages, replies, posted, received
                 )
             letters = await take_dead_letters(broker, unique)
             sessions = vcs.received("POST", VCS_SESSIONS)
@@ -144,6 +129,64 @@ async def test_kill_9_of_conversations_app_replica_loses_nothing(
         letters, {"client messages posted to VCS": posted, "staff replies received": received}
     )
     assert len(sessions) == CLIENTS, [session.body for session in sessions]
+
+
+@attrs.define
+class Traffic:
+    """Both directions' traffic: the clients, their first messages (which open their
+    sessions), the messages they send after, and the staff replies' uids; with the
+    tallies of what reaches VCS (client messages, by ``message_uid``) and of the
+    replies reported ``received``."""
+
+    clients: list[str]
+    firsts: list[Message]
+    messages: list[Message]
+    posted: Tally
+    reply_uids: list[str]
+    received: Tally
+
+    @classmethod
+    def of(cls, unique: str, transport: str) -> Traffic:
+        clients = [f"+2783{n:07d}" for n in range(CLIENTS)]
+        messages = [
+            client_message(transport, clients[i % CLIENTS], f"{unique} message {i}")
+            for i in range(CLIENT_MESSAGES)
+        ]
+        reply_uids = [f"{unique}-reply-{i}" for i in range(API_MESSAGES)]
+        return cls(
+            clients=clients,
+            firsts=[client_message(transport, client, f"{unique} hello") for client in clients],
+            messages=messages,
+            posted=Tally(sent={message_uid_for(m) for m in messages}),
+            reply_uids=reply_uids,
+            received=Tally(sent=set(reply_uids)),
+        )
+
+
+async def start_conversations(
+    fleet: Fleet,
+    broker: BrokerInspector,
+    vcs: FakeVcs,
+    unique: str,
+    store: dict[str, Any],
+    traffic: Traffic,
+    *,
+    callbacks_to: str,
+) -> Replies:
+    """The app's replicas on ``store``, the router and the simulator; then, as the
+    operator and the clients would, the channel (confirmed by VCS) and each client's
+    session (opened by their first message). VCS calls the app back (channel and
+    sessions, all before the traffic) on replica ``callbacks_to``. The replies to send."""
+    app, transport, _ = envelope_queues(unique)
+    for name in REPLICAS:
+        fleet.add(name, APP, app_config(app, vcs, store))
+    envelope_path(fleet, unique, app, transport, redis_url=None)
+    await fleet.wait_healthy()
+    vcs.app_url = fleet.url(callbacks_to) + APP_PATH
+    channel_uid = await open_channel(fleet.url(callbacks_to), transport)
+    await publish_all(broker, f"{app}.inbound", [m.to_json() for m in traffic.firsts])
+    await vcs.wait_for("POST", VCS_MESSAGES, CLIENTS, within=30)
+    return Replies(channel_uid, traffic.clients, traffic.reply_uids)
 
 
 def client_message(transport: str, client: str, content: str) -> Message:

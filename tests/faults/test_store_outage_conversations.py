@@ -33,35 +33,24 @@ import trio
 from tests.applications.conversations.fake_vcs import fake_vcs
 from tests.faults.harness import (
     PrivatePostgres,
-    Tally,
-    envelope_path,
     envelope_queues,
     fleet_in_tmp,
     nothing_missing,
     own_broker,
-    publish_all,
     take_dead_letters,
 )
 from tests.faults.test_kill_conversations import (
     ACCESS_TOKEN,
-    API_MESSAGES,
-    APP,
-    APP_PATH,
-    CLIENT_MESSAGES,
     CLIENTS,
     REPLICAS,
     WEBHOOK_SECRET,
-    Replies,
-    app_config,
-    client_message,
+    Traffic,
     count_at_vcs,
     describe,
     flow_through_fault,
-    open_channel,
+    start_conversations,
 )
-from vumi_like.applications.conversations.vcs import MESSAGES as VCS_MESSAGES
 from vumi_like.applications.conversations.vcs import SESSIONS as VCS_SESSIONS
-from vumi_like.applications.conversations.wire import message_uid_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -73,15 +62,8 @@ async def test_postgres_restart_under_conversations_app_loses_nothing(
     services: None, unique: str
 ) -> None:
     app, transport, queues = envelope_queues(unique)
-    clients = [f"+2783{n:07d}" for n in range(CLIENTS)]
-    firsts = [client_message(transport, client, f"{unique} hello") for client in clients]
-    messages = [
-        client_message(transport, clients[i % CLIENTS], f"{unique} message {i}")
-        for i in range(CLIENT_MESSAGES)
-    ]
-    posted = Tally(sent={message_uid_for(m) for m in messages})
-    reply_uids = [f"{unique}-reply-{i}" for i in range(API_MESSAGES)]
-    received = Tally(sent=set(reply_uids))
+    traffic = Traffic.of(unique, transport)
+    posted, received = traffic.posted, traffic.received
     other_statuses: Counter[str] = Counter()
     outage: dict[str, float] = {}
     with PrivatePostgres() as postgres:
@@ -102,20 +84,14 @@ async def test_postgres_restart_under_conversations_app_loses_nothing(
             counting.start_soon(count_at_vcs, vcs, posted, received, other_statuses)
             with fleet_in_tmp() as fleet:
                 store = {"store_url": postgres.url, "store_statement_timeout": 2}
-                for name in REPLICAS:
-                    fleet.add(name, APP, app_config(app, vcs, store))
-                envelope_path(fleet, unique, app, transport, redis_url=None)
-                await fleet.wait_healthy()
-                vcs.app_url = fleet.url(REPLICAS[0]) + APP_PATH
-                channel_uid = await open_channel(fleet.url(REPLICAS[0]), transport)
-                await publish_all(broker, f"{app}.inbound", [m.to_json() for m in firsts])
-                await vcs.wait_for("POST", VCS_MESSAGES, CLIENTS, within=30)
-                replies = Replies(channel_uid, clients, reply_uids)
+                replies = await start_conversations(
+                    fleet, broker, vcs, unique, store, traffic, callbacks_to=REPLICAS[0]
+                )
                 at_fault = await flow_through_fault(
                     broker,
                     [fleet.url(name) for name in REPLICAS],
                     app,
-                    messages,
+                    traffic.messages,
                     replies,
                     posted,
                     received,
