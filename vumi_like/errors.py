@@ -19,7 +19,8 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 class ProblemError(Exception):
     """Raise in a route to answer with a problem document.
 
-    ``retry_after`` (seconds) sets the ``Retry-After`` header, for 503 and 429 answers;
+    ``retry_after`` (seconds) sets the ``Retry-After`` header, for 503 and 429 answers (a
+    503 without one says ``SERVICE_RETRY_AFTER``);
     ``headers`` adds others (``WWW-Authenticate``); ``extra`` adds members to the document.
     """
 
@@ -67,6 +68,11 @@ def problem_body(
     }
 
 
+# Seconds a caller is told to wait (Retry-After) for a 503 that names no wait of its
+# own: a route met a store, a cache or a broker it cannot reach.
+SERVICE_RETRY_AFTER = 5
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -82,6 +88,8 @@ def problem_response(
     # say so, or a keep-alive client would wait on it for an answer.
     if status == 413:
         headers["Connection"] = "close"
+    if retry_after is None and status == 503:
+        retry_after = SERVICE_RETRY_AFTER  # every 503 says when to try again
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
@@ -93,5 +101,4 @@ def store_unavailable_response() -> Response:
         503,
         "the message store is unavailable; try again",
         code="STORE_UNAVAILABLE",
-        retry_after=5,
     )

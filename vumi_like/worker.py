@@ -73,10 +73,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# Seconds a caller is told to wait (Retry-After) when a route met a store, a cache or a
-# broker it cannot reach.
-SERVICE_RETRY_AFTER = 5
-
 
 class DuplicateConnectorError(Exception):
     """A worker tried to set up two connectors with the same name and direction."""
@@ -284,7 +280,6 @@ class BaseWorker:
             503,
             "a service this worker depends on cannot be reached; try again",
             code="service_unavailable",
-            retry_after=SERVICE_RETRY_AFTER,
         )
 
     async def _unexpected_error(self, error: Exception) -> Response:

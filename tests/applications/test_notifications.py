@@ -24,9 +24,9 @@ from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.applications.notifications import NotificationsApi, NotificationsApiConfig
 from vumi_like.auth import AuthSettings, TokenService
 from vumi_like.broker import BrokerInspector
+from vumi_like.errors import SERVICE_RETRY_AFTER
 from vumi_like.stores import MessageStore, open_store
 from vumi_like.transports.mqtt import MqttTransport, MqttTransportConfig, open_mqtt_client
-from vumi_like.worker import SERVICE_RETRY_AFTER
 
 JWT_SECRET = "notifications-test-signing-key-0123456789"
 PREFIX = "/api/v1/messaging"

@@ -40,10 +40,10 @@ from vumi_like.applications.turn_channels_api import (
 from vumi_like.broker import Broker, BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
 from vumi_like.config import ConfigError, config_from_data
-from vumi_like.errors import PROBLEM_CONTENT_TYPE
+from vumi_like.errors import PROBLEM_CONTENT_TYPE, SERVICE_RETRY_AFTER
 from vumi_like.messages import DeliveryStatus, Event, Message, SessionEvent
 from vumi_like.metrics import REGISTRY
-from vumi_like.worker import SERVICE_RETRY_AFTER, serve_http
+from vumi_like.worker import serve_http
 
 SECRET = "turn-hmac-secret"
 TOKEN = "turn-auth-token"

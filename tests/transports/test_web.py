@@ -30,11 +30,10 @@ from tests.transports.test_whatsapp import (
     fake_http_server,
 )
 from vumi_like.broker import BrokerInspector
-from vumi_like.errors import PROBLEM_CONTENT_TYPE
+from vumi_like.errors import PROBLEM_CONTENT_TYPE, SERVICE_RETRY_AFTER
 from vumi_like.messages import DeliveryStatus, Event, EventType, Message, SessionEvent
 from vumi_like.messaging.webhooks import new_secret
 from vumi_like.transports.web import WebTransport, WebTransportConfig
-from vumi_like.worker import SERVICE_RETRY_AFTER
 
 SECRET = new_secret()
 

@@ -27,7 +27,7 @@ from tests.test_worker import refusing_port, running_worker
 from tests.transports.helpers import events
 from vumi_like.broker import BrokerInspector
 from vumi_like.config import ConfigError, load_config
-from vumi_like.errors import PROBLEM_CONTENT_TYPE
+from vumi_like.errors import PROBLEM_CONTENT_TYPE, SERVICE_RETRY_AFTER
 from vumi_like.messages import DeliveryStatus, Event, EventType, Message
 from vumi_like.transports.outcomes import (
     PermanentFailure,
@@ -43,7 +43,7 @@ from vumi_like.transports.whatsapp import (
     message_request,
     signature,
 )
-from vumi_like.worker import SERVICE_RETRY_AFTER, serve_http
+from vumi_like.worker import serve_http
 
 # -- a scripted HTTP server on 127.0.0.1
 

@@ -47,12 +47,7 @@ from vumi_like.stores import (
     StoredMessage,
     new_id,
 )
-from vumi_like.worker import (
-    SERVICE_RETRY_AFTER,
-    JobConnector,
-    PublishFailed,
-    ReceiveInboundConnector,
-)
+from vumi_like.worker import JobConnector, PublishFailed, ReceiveInboundConnector
 
 __all__ = ["BatchJob", "Draft", "Outbox"]
 
@@ -268,7 +263,6 @@ class Outbox:
                 503,
                 "the message could not be queued; try again",
                 code="BROKER_UNAVAILABLE",
-                retry_after=SERVICE_RETRY_AFTER,
             ) from exc
 
 

@@ -64,7 +64,7 @@ from vumi_like.retry import retry_after_seconds
 from vumi_like.transports.base import BaseTransport, TransportConfig
 from vumi_like.transports.outcomes import TemporaryFailure, classify_http_status
 from vumi_like.validation import describe_validation_error
-from vumi_like.worker import SERVICE_RETRY_AFTER, PublishFailed
+from vumi_like.worker import PublishFailed
 
 __all__ = [
     "TRANSPORT_TYPE",
@@ -257,9 +257,4 @@ class WebTransport(BaseTransport):
 
     def _unavailable(self, exc: PublishFailed) -> ProblemError:
         self.log.error("web request not published", path=request.path, error=str(exc))
-        return ProblemError(
-            503,
-            "not published; try again",
-            code="broker_unavailable",
-            retry_after=SERVICE_RETRY_AFTER,
-        )
+        return ProblemError(503, "not published; try again", code="broker_unavailable")

@@ -29,9 +29,8 @@ from tests.applications.conversations.conftest import (
 from tests.broker.test_contract import nothing_arrives, receive
 from vumi_like.broker import BrokerInspector
 from vumi_like.broker.base import HEADER_DL_ERROR, HEADER_DL_QUEUE
-from vumi_like.errors import PROBLEM_CONTENT_TYPE
+from vumi_like.errors import PROBLEM_CONTENT_TYPE, SERVICE_RETRY_AFTER
 from vumi_like.messages import DeliveryStatus, Event, Message
-from vumi_like.worker import SERVICE_RETRY_AFTER
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from vumi_like.applications.conversations.wire import (
 )
 from vumi_like.errors import ProblemError
 from vumi_like.stores import AlreadyExists, MessageStore
-from vumi_like.worker import SERVICE_RETRY_AFTER, JobConnector, PublishFailed
+from vumi_like.worker import JobConnector, PublishFailed
 
 __all__ = ["AdminApi"]
 
@@ -99,7 +99,6 @@ class AdminApi:
                 f"channel {channel.channel_id} is stored but its creation at VCS could not "
                 "be queued; delete it or try later",
                 code="broker_unavailable",
-                retry_after=SERVICE_RETRY_AFTER,
             ) from None
         self.log.info(
             "channel requested", channel_id=channel.channel_id, business_uid=channel.business_uid

@@ -24,7 +24,7 @@ from vumi_like.applications.conversations.wire import (
 from vumi_like.errors import ProblemError
 from vumi_like.messages import Message
 from vumi_like.stores import ChannelStatus, Direction, MessageStore, VcitaChannel, new_id
-from vumi_like.worker import SERVICE_RETRY_AFTER, PublishFailed, ReceiveInboundConnector
+from vumi_like.worker import PublishFailed, ReceiveInboundConnector
 
 __all__ = ["CommunicationInterface"]
 
@@ -133,7 +133,6 @@ class CommunicationInterface:
                 503,
                 "the message could not be queued; try again",
                 code="broker_unavailable",
-                retry_after=SERVICE_RETRY_AFTER,
             ) from None
         # Handed on: a repeat of this POST now answers without sending it twice. What
         # VCS has is the status it sent, not the stored one: that may be ahead already

@@ -99,7 +99,7 @@ from vumi_like.stores import (
     StoreUnavailable,
 )
 from vumi_like.validation import describe_validation_error
-from vumi_like.worker import SERVICE_RETRY_AFTER, BaseWorker, JobConnector, PublishFailed
+from vumi_like.worker import BaseWorker, JobConnector, PublishFailed
 
 __all__ = ["NotificationsApi"]
 
@@ -351,10 +351,7 @@ class NotificationsApi(BaseWorker):
         except PublishFailed as exc:
             await self.store.delete_notification(tenant, notification.id)
             raise ProblemError(
-                503,
-                f"the message could not be queued: {exc}",
-                code="BROKER_UNAVAILABLE",
-                retry_after=SERVICE_RETRY_AFTER,
+                503, f"the message could not be queued: {exc}", code="BROKER_UNAVAILABLE"
             ) from exc
         return _json(notification_body(notification), 201)
 

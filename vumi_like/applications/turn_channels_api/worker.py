@@ -30,7 +30,7 @@ from vumi_like.messages import Event, EventType, Message, SessionEvent
 from vumi_like.metrics import REGISTRY
 from vumi_like.retry import Unprocessable, retry_after_seconds
 from vumi_like.validation import describe_validation_error
-from vumi_like.worker import SERVICE_RETRY_AFTER, BaseWorker, PublishFailed
+from vumi_like.worker import BaseWorker, PublishFailed
 
 __all__ = ["TURN_POSTS", "TurnChannelsApi", "TurnPostFailed"]
 
@@ -99,20 +99,13 @@ class TurnChannelsApi(BaseWorker):
             ) from None
         except CacheError as exc:
             self.log.error("message cache failed", error=str(exc))
-            # As every worker's 503 for a service it cannot reach: Retry-After says when.
             raise ProblemError(
-                503,
-                "the message cache is unavailable; try again",
-                code="cache_unavailable",
-                retry_after=SERVICE_RETRY_AFTER,
+                503, "the message cache is unavailable; try again", code="cache_unavailable"
             ) from None
         except PublishFailed as exc:
             self.log.error("publishing the outbound failed", error=str(exc))
             raise ProblemError(
-                503,
-                "the message could not be queued; try again",
-                code="broker_unavailable",
-                retry_after=SERVICE_RETRY_AFTER,
+                503, "the message could not be queued; try again", code="broker_unavailable"
             ) from None
         return {"messages": [{"id": message.message_id}]}, 200
 

@@ -34,7 +34,7 @@ from vumi_like.transports.whatsapp.webhook import (
     read_notification,
     signature_matches,
 )
-from vumi_like.worker import SERVICE_RETRY_AFTER, PublishFailed
+from vumi_like.worker import PublishFailed
 
 __all__ = ["WhatsAppCloudTransport"]
 
@@ -182,10 +182,7 @@ class WhatsAppCloudTransport(BaseTransport):
             # published of it already is then published twice (at least once).
             self.log.error("webhook not published; Meta will retry", error=str(exc))
             raise ProblemError(
-                503,
-                "not published; try again",
-                code="broker_unavailable",
-                retry_after=SERVICE_RETRY_AFTER,
+                503, "not published; try again", code="broker_unavailable"
             ) from None
         # Answered only now: everything in the body is safe with the broker.
         return "", 200
