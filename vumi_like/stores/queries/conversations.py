@@ -269,15 +269,19 @@ def _one_session(conn: sa.Connection, *where: Any) -> VcitaSession | None:
     return None if row is None else _session(row._mapping)
 
 
-def session(
-    conn: sa.Connection, tenant: str, channel_id: str, external_uid: str
-) -> VcitaSession | None:
-    return _one_session(
-        conn,
+def _clients(tenant: str, channel_id: str, external_uid: str) -> tuple[Any, ...]:
+    """The conditions naming a client's one session row on a channel."""
+    return (
         vcita_sessions.c.tenant == tenant,
         vcita_sessions.c.channel_id == channel_id,
         vcita_sessions.c.external_uid == external_uid,
     )
+
+
+def session(
+    conn: sa.Connection, tenant: str, channel_id: str, external_uid: str
+) -> VcitaSession | None:
+    return _one_session(conn, *_clients(tenant, channel_id, external_uid))
 
 
 def session_by_uid(conn: sa.Connection, tenant: str, session_uid: str) -> VcitaSession | None:
@@ -298,11 +302,7 @@ def claim_session(
     this call claimed it. The claim is a row without ``session_uid`` (one per client,
     the table's unique key), taken by inserting it, or by updating one whose claim was
     made before ``stale_before`` (its opener died, or gave up without releasing it)."""
-    where = (
-        vcita_sessions.c.tenant == tenant,
-        vcita_sessions.c.channel_id == channel_id,
-        vcita_sessions.c.external_uid == external_uid,
-    )
+    where = _clients(tenant, channel_id, external_uid)
     insert = (
         dialect_insert(conn, vcita_sessions)
         .values(
@@ -342,9 +342,7 @@ def release_session_claim(
     over or the session opened since."""
     conn.execute(
         sa.delete(vcita_sessions).where(
-            vcita_sessions.c.tenant == tenant,
-            vcita_sessions.c.channel_id == channel_id,
-            vcita_sessions.c.external_uid == external_uid,
+            *_clients(tenant, channel_id, external_uid),
             vcita_sessions.c.session_uid.is_(None),
             vcita_sessions.c.updated_at == claimed_at,
         )
@@ -362,11 +360,7 @@ def save_session(
 ) -> VcitaSession:
     """Record the client's session on the channel as VCS gave it (created or
     reactivated), creating the row or updating the one there (one per client)."""
-    where = (
-        vcita_sessions.c.tenant == tenant,
-        vcita_sessions.c.channel_id == channel_id,
-        vcita_sessions.c.external_uid == external_uid,
-    )
+    where = _clients(tenant, channel_id, external_uid)
     values = {"session_uid": session_uid, "status": SessionStatus(status).value}
     if not conn.execute(
         sa.update(vcita_sessions).where(*where).values(updated_at=now, **values)
