@@ -206,6 +206,45 @@ class Fleet:
         self.stop()
 
 
+# A worker's log line for a delivery put off on the broker because a service it needs
+# (a store, a cache) could not be reached.
+PUT_OFF = "service unavailable: retrying later"
+
+
+def put_off_counts(
+    fleet: Fleet,
+    names: Sequence[str],
+    prefix: str,
+    *,
+    events: Sequence[str] = (PUT_OFF,),
+    error: str = "",
+) -> Counter[str]:
+    """How many deliveries workers ``names`` put off, by queue (``prefix`` cut off): the
+    lines of their JSON logs that are one of ``events`` with ``error`` in their error."""
+    counts: Counter[str] = Counter()
+    for name in names:
+        for line in fleet.log_text(name).splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line) if line.startswith("{") else {}
+                if entry.get("event") in events and error in str(entry.get("error", "")):
+                    counts[str(entry["queue"]).removeprefix(prefix)] += 1
+    return counts
+
+
+def refusal(answer: httpx.Response) -> str:
+    """A refused request's answer: its status, content type, problem code and
+    Retry-After."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    code = body.get("code") if isinstance(body, dict) else None
+    return (
+        f"{answer.status_code} {answer.headers.get('content-type')} {code} "
+        f"Retry-After: {answer.headers.get('retry-after', 'none')}"
+    )
+
+
 @contextlib.contextmanager
 def fleet_in_tmp(amqp_url: str = AMQP_URL) -> Iterator[Fleet]:
     """A fleet whose configs and logs live in a temporary folder; on a failure the end of

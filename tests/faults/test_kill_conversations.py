@@ -64,6 +64,7 @@ from tests.faults.harness import (
     nothing_missing,
     own_broker,
     publish_all,
+    refusal,
     send_all,
     take_dead_letters,
 )
@@ -266,7 +267,7 @@ class Replies:
     clients: list[str]
     message_uids: list[str]
     failures: list[str] = attrs.field(factory=list)  # a failed POST's error, or its status
-    problems: Counter[str] = attrs.field(factory=Counter)  # refusals: status, type, code
+    problems: Counter[str] = attrs.field(factory=Counter)  # refusals, as ``refusal`` says
 
     def body(self, i: int) -> dict[str, Any]:
         return {
@@ -297,21 +298,11 @@ async def send_replies(replicas: list[str], replies: Replies) -> None:
         def accept(i: int, answer: httpx.Response) -> bool:
             if answer.status_code == 204:
                 return True
-            replies.problems[problem_of(answer)] += 1
+            replies.problems[refusal(answer)] += 1
             return False
 
         count = len(replies.message_uids)
         await send_all(clients, count, send, accept, on_failure=replies.failures)
-
-
-def problem_of(answer: httpx.Response) -> str:
-    """A refusal as ``<status> <content type> <problem code>``."""
-    try:
-        body = answer.json()
-    except ValueError:
-        body = None
-    code = body.get("code") if isinstance(body, dict) else None
-    return f"{answer.status_code} {answer.headers.get('content-type')} {code}"
 
 
 async def flow_through_kill(

@@ -37,9 +37,6 @@ No replica dies, so no request is published and left unanswered: nothing may rea
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-
 import pytest
 
 from tests.applications.test_turn_channels_api import fake_turn
@@ -50,6 +47,7 @@ from tests.faults.harness import (
     envelope_queues,
     fleet_in_tmp,
     own_broker,
+    put_off_counts,
     take_dead_letters,
 )
 from tests.faults.test_kill_turn import (
@@ -65,8 +63,6 @@ from tests.faults.test_kill_turn import (
 from tests.faults.test_redis_outage import OUTAGE_AFTER, Outage
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
-
-PUT_OFF = "service unavailable: retrying later"
 
 
 async def test_redis_stopped_under_turn_channels_api_replicas_loses_nothing(
@@ -98,11 +94,10 @@ async def test_redis_stopped_under_turn_channels_api_replicas_loses_nothing(
                     outage.stop_and_continue,
                     after=OUTAGE_AFTER,
                 )
-                replica_logs = [fleet.log_text(name) for name in REPLICAS]
+                put_off = put_off_counts(fleet, REPLICAS, f"{app}.", error="CacheUnavailable")
                 fleet.check_alive()
             letters = await take_dead_letters(broker, unique)
     accepted_at_outage, delivered_at_outage, inbound_at_outage = at_outage
-    put_off = put_off_by_queue(replica_logs)
     print(
         " | ".join(tally.report(what) for what, tally in at_turn.tallies().items()),
         f"| outbound requests refused and sent again: {len(failures)}",
@@ -128,17 +123,3 @@ async def test_redis_stopped_under_turn_channels_api_replicas_loses_nothing(
     refused_wrongly = [f for f in failures if not f.startswith("503 Retry-After: ")]
     refused_wrongly += [f for f in failures if f.endswith(": none")]
     assert not refused_wrongly, refused_wrongly
-
-
-def put_off_by_queue(logs: list[str]) -> Counter[str]:
-    """How many deliveries the workers whose ``logs`` (JSON lines) are given put off
-    because their cache could not be reached, by the kind of queue each came from
-    (``inbound``, ``event``)."""
-    put_off: Counter[str] = Counter()
-    for line in "\n".join(logs).splitlines():
-        if not line.startswith("{"):
-            continue
-        record = json.loads(line)
-        if record.get("event") == PUT_OFF and "CacheUnavailable" in record.get("error", ""):
-            put_off[record["queue"].rpartition(".")[2]] += 1
-    return put_off

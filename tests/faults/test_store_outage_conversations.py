@@ -23,7 +23,6 @@ again (a duplicate, counted). A refused reply must be a 503 problem with
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 
@@ -37,6 +36,7 @@ from tests.faults.harness import (
     fleet_in_tmp,
     nothing_missing,
     own_broker,
+    put_off_counts,
     take_dead_letters,
 )
 from tests.faults.test_kill_conversations import (
@@ -55,7 +55,7 @@ from vumi_like.applications.conversations.vcs import SESSIONS as VCS_SESSIONS
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
 OUTAGE = 5.0  # seconds PostgreSQL stays down
-STORE_REFUSAL = "503 application/problem+json STORE_UNAVAILABLE"
+STORE_REFUSAL = "503 application/problem+json STORE_UNAVAILABLE Retry-After: 5"
 
 
 async def test_postgres_restart_under_conversations_app_loses_nothing(
@@ -98,11 +98,7 @@ async def test_postgres_restart_under_conversations_app_loses_nothing(
                     fault=restart_postgres,
                 )
                 drained = time.monotonic() - outage["started"]
-                put_off = Counter(
-                    queue.removeprefix(f"{app}.")
-                    for name in REPLICAS
-                    for queue in put_off_queues(fleet.log_text(name))
-                )
+                put_off = put_off_counts(fleet, REPLICAS, f"{app}.")
             letters = await take_dead_letters(broker, unique)
             sessions = vcs.received("POST", VCS_SESSIONS)
             counting.cancel_scope.cancel()
@@ -127,13 +123,3 @@ async def test_postgres_restart_under_conversations_app_loses_nothing(
     # The workers met it too, and put the clients' messages and the replies' events
     # off rather than drop them.
     assert put_off["inbound"] > 0 and put_off["event"] > 0, put_off
-
-
-def put_off_queues(log: str) -> list[str]:
-    """The queue of each delivery a worker put off because a service was unavailable
-    (its JSON log lines)."""
-    queues = []
-    for line in log.splitlines():
-        if "service unavailable: retrying later" in line:
-            queues.append(str(json.loads(line)["queue"]))
-    return queues

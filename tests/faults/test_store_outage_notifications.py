@@ -21,8 +21,6 @@ store went (counted, not a failure).
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections import Counter
 
 import httpx
@@ -30,12 +28,14 @@ import pytest
 import trio
 
 from tests.faults.harness import (
-    Fleet,
+    PUT_OFF,
     PrivatePostgres,
     Tally,
     WebhookReceiver,
     fleet_in_tmp,
     own_broker,
+    put_off_counts,
+    refusal,
     subscribe,
     take_dead_letters,
 )
@@ -53,6 +53,10 @@ from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.transports.mqtt import open_mqtt_client
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
+
+# Put off (a store the worker could not reach), or retried (a fan-out job whose store
+# call failed: its retry policy's "retrying later").
+RETRIED = (PUT_OFF, "retrying later")
 
 OUTAGE = 5.0  # seconds PostgreSQL stays down
 REPLICAS = ("notifications0", "notifications1")
@@ -113,7 +117,9 @@ async def test_postgres_restart_mid_stream_loses_no_notification(
                     outcomes = await drained(fleet, accepted, published, delivered)
                     times["drained"] = trio.current_time()
                     nursery.cancel_scope.cancel()
-                put_off = put_offs(fleet, unique, (*REPLICAS, "dispatcher"))
+                put_off = put_off_counts(
+                    fleet, (*REPLICAS, "dispatcher"), f"{unique}-", events=RETRIED
+                )
             letters = await take_dead_letters(broker, unique)
 
     print(
@@ -136,28 +142,3 @@ async def test_postgres_restart_mid_stream_loses_no_notification(
     # the dispatcher's events were put off or retried, none dead-lettered.
     for queue in ("messaging.notifications", "mqtt.event", "messaging.event"):
         assert put_off[queue], f"nothing on {queue} met the outage: {dict(put_off)}"
-
-
-def refusal(answer: httpx.Response) -> str:
-    """A refused POST's status, content type, problem code and Retry-After."""
-    try:
-        code = answer.json().get("code")
-    except ValueError:
-        code = None
-    return (
-        f"{answer.status_code} {answer.headers.get('Content-Type')} {code} "
-        f"Retry-After: {answer.headers.get('Retry-After', 'none')}"
-    )
-
-
-def put_offs(fleet: Fleet, unique: str, names: tuple[str, ...]) -> Counter[str]:
-    """Deliveries the ``names`` workers handed back to the broker for later (a store
-    they could not reach, or a fan-out job's retry), by queue without the prefix."""
-    counts: Counter[str] = Counter()
-    for name in names:
-        for line in fleet.log_text(name).splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and str(entry.get("event")).endswith("retrying later"):
-                    counts[str(entry.get("queue")).removeprefix(f"{unique}-")] += 1
-    return counts
