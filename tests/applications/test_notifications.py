@@ -42,8 +42,10 @@ class Api:
         token = self.tokens.issue(client_id, tenant)["access_token"]
         return {"Authorization": f"Bearer {token}"}
 
-    async def post(self, client_id: str, body: Any) -> httpx.Response:
-        return await self.http.post(PREFIX, json=body, headers=self.as_user(client_id))
+    async def post(self, client_id: str, body: Any, **headers: str) -> httpx.Response:
+        return await self.http.post(
+            PREFIX, json=body, headers={**self.as_user(client_id), **headers}
+        )
 
     async def get(self, client_id: str, path: str = "", **params: str) -> httpx.Response:
         return await self.http.get(PREFIX + path, params=params, headers=self.as_user(client_id))
@@ -301,6 +303,52 @@ async def test_a_message_the_broker_refuses_is_a_503_with_retry_after_and_not_ke
     assert refused.headers["retry-after"] == str(SERVICE_RETRY_AFTER)
     assert kept.items == ()
     assert created.status_code == 201, created.text
+
+
+async def test_a_repeated_request_with_its_idempotency_key_is_answered_again_and_sent_once(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    body = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
+    key = {"Idempotency-Key": "note-1"}
+    async with running_api(broker, tmp_path, unique) as api:
+        first = await api.post("bob-client", body, **key)
+        again = await api.post("bob-client", body, **key)
+        changed = await api.post("bob-client", {**body, "message": "Hello"}, **key)
+        # Keys are each user's own: ann's is another request, and bob's answer is not hers.
+        by_ann = await api.post("ann-client", body, **key)
+        stored = await api.store.list_notifications("acme", "xform", "1337")
+        published = [await broker.get(f"{unique}.outbound") for _ in range(3)]
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    problem(changed, 422, "IDEMPOTENCY_KEY_REUSED")
+    assert by_ann.status_code == 201, by_ann.text
+    assert by_ann.json()["author"] == "ann"
+    assert sorted(n.id for n in stored.items) == sorted([first.json()["id"], by_ann.json()["id"]])
+    assert [letter is not None for letter in published] == [True, True, False]
+
+
+async def test_a_refused_request_frees_its_idempotency_key_for_the_retry(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    body = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
+    async with running_api(broker, tmp_path, unique) as api:
+        await broker.delete_queue(f"{unique}.outbound")
+        refused = await api.post("bob-client", body, **{"Idempotency-Key": "k-1"})
+        await broker.declare_queue(f"{unique}.outbound")
+        retried = await api.post("bob-client", body, **{"Idempotency-Key": "k-1"})
+        replayed = await api.post("bob-client", body, **{"Idempotency-Key": "k-1"})
+        too_long = await api.post("bob-client", body, **{"Idempotency-Key": "k" * 300})
+        empty = await api.post("bob-client", body, **{"Idempotency-Key": ""})
+        stored = await api.store.list_notifications("acme", "xform", "1337")
+    problem(refused, 503, "BROKER_UNAVAILABLE")
+    assert retried.status_code == 201, retried.text
+    assert replayed.json() == retried.json()
+    problem(too_long, 400, "VALIDATION_FAILED")
+    problem(empty, 400, "VALIDATION_FAILED")
+    assert [n.id for n in stored.items] == [retried.json()["id"]]
 
 
 async def test_callers_must_be_registry_users_with_a_valid_token(

@@ -264,7 +264,7 @@ async def test_the_openapi_document_is_served_as_json_and_yaml(
     target = f"{PREFIX}/targets/{{target_type}}/{{target_id}}"
     expected = {
         PREFIX: {
-            "post": {"201", "400", "401", "403", "404", "503"},
+            "post": {"201", "400", "401", "403", "404", "409", "422", "503"},
             "get": {"200", "400", "401", "403", "404", "503"},
         },
         f"{PREFIX}/{{pk}}": {
@@ -291,3 +291,4 @@ async def test_the_openapi_document_is_served_as_json_and_yaml(
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert schema["title"] == "NewNotification"
     assert set(schema["required"]) == {"target_type", "target_id", "message"}
+    assert [(p["name"], p["in"]) for p in post["parameters"]] == [("Idempotency-Key", "header")]

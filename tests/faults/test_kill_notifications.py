@@ -20,10 +20,12 @@ Where each accepted notification (answered 201) must arrive:
   test's receiver), and ``deliveries.channels`` says ``done``, with each member's
   message id and status DELIVERED.
 
-The Notifications API takes no ``Idempotency-Key``: a POST whose answer the kill cut
-off may have stored and published its notification, and the retry makes a second one.
-Such notifications, and a member's message sent twice by a fan-out job that died
-between sending it and recording it, are counted and printed, not failures.
+Each POST has an ``Idempotency-Key`` of its own, sent again with its retry. A POST
+whose answer the kill cut off may have stored and published its notification; its
+retry is refused (409) until the dead replica's claim on the key is taken over, and
+then makes a second notification. Such notifications, and a member's message sent
+twice by a fan-out job that died between sending it and recording it, are counted and
+printed, not failures.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ async def test_kill_9_of_notifications_replica_loses_nothing(
             await device.subscribe(form_topic(unique), qos=1)
             published = Tally()
             with fleet_in_tmp() as fleet:
-                notifications_pipeline(fleet, unique, store, mosquitto)
+                notifications_pipeline(fleet, unique, store, mosquitto, request_timeout=2)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(receiver.serve)
                     nursery.start_soon(count_published, device, published)
@@ -125,12 +127,21 @@ def form_topic(unique: str) -> str:
 
 
 def notifications_pipeline(
-    fleet: Fleet, unique: str, store: dict[str, Any], mosquitto: tuple[str, int]
+    fleet: Fleet,
+    unique: str,
+    store: dict[str, Any],
+    mosquitto: tuple[str, int],
+    *,
+    request_timeout: float,
 ) -> None:
     """Start the Messaging API pipeline (``api_pipeline``), two Notifications API
     replicas with both backends (``notifications0`` and ``1``) and an MQTT transport
     to ``mosquitto`` (``mqtt``, topics under ``unique``), all on ``store``, with
-    ``<unique>-`` on every queue (``notifications_queues``)."""
+    ``<unique>-`` on every queue (``notifications_queues``).
+
+    A POST that dies with its replica, or meets a store that cannot release its
+    ``Idempotency-Key``, leaves the key claimed, and its retry is a 409 until the claim
+    is taken over, ``request_timeout`` + 10 s later: the tests keep it short."""
     prefix = f"{unique}-"
     connector, mqtt = f"{prefix}messaging", f"{prefix}mqtt"
     api_pipeline(fleet, prefix, store)
@@ -144,6 +155,7 @@ def notifications_pipeline(
                 "mqtt_connector": mqtt,
                 "connector_name": connector,
                 "channels": api_channels(prefix),
+                "request_timeout": request_timeout,
                 **store,
             },
         )

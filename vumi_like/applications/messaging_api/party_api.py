@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from quart import Blueprint, request
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import (
+    document_headers,
+    document_response,
+    validate_querystring,
+    validate_request,
+)
 
 from vumi_like.applications.messaging_api.party_models import (
     Attachment,
@@ -51,6 +56,7 @@ from vumi_like.applications.messaging_api.party_models import (
 )
 from vumi_like.errors import ProblemError
 from vumi_like.openapi.http import paged, problems
+from vumi_like.openapi.idempotency import IdempotencyHeaders
 from vumi_like.outbound.outbox import Draft
 from vumi_like.stores import StoredMessage, legacy_status
 
@@ -157,6 +163,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(SmsRequest)
     @document_response(MessageResponse, 200)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_sms(data: SmsRequest) -> Any:
         principal = api.authenticate()
         check_number(data.mobileNumber, "mobileNumber")
@@ -179,6 +186,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(EmailRequest)
     @document_response(MessageResponse, 200)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_email(data: EmailRequest) -> Any:
         principal = api.authenticate()
         origin, issuer = api.trace_headers()
@@ -205,6 +213,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(WebMessageRequest)
     @document_response(MessageResponse, 200)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_web_message(data: WebMessageRequest) -> Any:
         principal = api.authenticate()
         party_id = _party_id(data)
@@ -230,6 +239,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(MessageRequest)
     @document_response(MessagesResponse, 200)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_to_parties(data: MessageRequest) -> Any:
         principal = api.authenticate()
         api.check_batch_size(len(data.messages))
@@ -286,6 +296,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(SmsBatchRequest)
     @document_response(MessagesResponse, 202)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_sms_batch(data: SmsBatchRequest) -> Any:
         principal = api.authenticate()
         channel = channel_of(principal.tenant, "sms")
@@ -311,6 +322,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(EmailBatchRequest)
     @document_response(MessagesResponse, 202)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_email_batch(data: EmailBatchRequest) -> Any:
         principal = api.authenticate()
         channel = channel_of(principal.tenant, "email")

@@ -20,7 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import (
+    document_headers,
+    document_response,
+    validate_querystring,
+    validate_request,
+)
 
 from vumi_like.applications.messaging_api.v1_models import (
     Accepted,
@@ -44,6 +49,7 @@ from vumi_like.errors import ProblemError
 from vumi_like.messaging.webhooks import new_secret
 from vumi_like.openapi.document import NoContent
 from vumi_like.openapi.http import paged, problems
+from vumi_like.openapi.idempotency import IdempotencyHeaders
 from vumi_like.stores import MessageStatus, Party, StoredMessage, Webhook
 
 if TYPE_CHECKING:
@@ -109,6 +115,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(SendMessage)
     @document_response(Accepted, 202)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_message(data: SendMessage) -> Any:
         principal = api.authenticate()
         draft = data.draft(*api.trace_headers())
@@ -123,6 +130,7 @@ def blueprint(api: MessagingApi) -> Blueprint:
     @validate_request(SendBatch)
     @document_response(BatchAccepted, 202)
     @problems(400, 401, 403, 404, 409, 413, 422, 503)
+    @document_headers(IdempotencyHeaders)
     async def send_batch(data: SendBatch) -> Any:
         principal = api.authenticate()
         api.check_batch_size(len(data.messages))

@@ -24,14 +24,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
 from quart import Response, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from vumi_like.applications.messaging_api import party_api, v1_api
 from vumi_like.applications.messaging_api.config import MessagingApiConfig
-from vumi_like.applications.messaging_api.idempotency import IDEMPOTENCY_HEADER, idempotent
 from vumi_like.auth import (
     OAuthError,
     Principal,
@@ -49,15 +47,15 @@ from vumi_like.openapi.document import (
     serve_openapi,
     yaml_response,
 )
+from vumi_like.openapi.idempotency import answer_once
 from vumi_like.outbound.outbox import BatchJob, Outbox
-from vumi_like.stores import StoreError, StoreUnavailable
+from vumi_like.stores import StoreUnavailable
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker
 
 __all__ = ["MessagingApi"]
 
 ORIGIN_HEADER = "x-origin"
-ABANDONED_CLAIM_MARGIN = 10  # seconds
 ISSUER_HEADER = "x-issuer"
 
 # The problem code of each status this API answers with, when no more precise one applies.
@@ -202,42 +200,8 @@ class MessagingApi(BaseWorker):
     async def answer_send(
         self, principal: Principal, work: Callable[[], Awaitable[tuple[Any, int]]]
     ) -> Response:
-        """Run a sending route's ``work`` once per ``Idempotency-Key``, within the timeout.
-
-        The answer is a finished ``Response``: handed a dict, quart-schema would build a
-        pydantic ``TypeAdapter`` (a schema generation) for every request to dump it.
-        """
-        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
-        fingerprint = f"{request.method} {request.path}\n".encode() + body
-        try:
-            with trio.fail_after(self.config.request_timeout):
-                answer, status, headers = await idempotent(
-                    self.store,
-                    principal.tenant,
-                    request.headers.get(IDEMPOTENCY_HEADER),
-                    fingerprint,
-                    work,
-                    # A live request ends within request_timeout, and frees its key if
-                    # it failed within 5 s more; a claim older than that was abandoned.
-                    abandoned_after=self.config.request_timeout + ABANDONED_CLAIM_MARGIN,
-                )
-                return Response(
-                    json.dumps(answer, separators=(",", ":")),
-                    status,
-                    headers,
-                    content_type="application/json",
-                )
-        except trio.TooSlowError:
-            raise ProblemError(
-                503,
-                f"the request was not accepted within {self.config.request_timeout:g} s; "
-                "retry it with the same Idempotency-Key",
-                code="TIMEOUT",
-                retry_after=1,
-            ) from None
-        except StoreError as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise
-            raise ProblemError(
-                500, f"the store refused the request: {exc}", code="INTERNAL_ERROR"
-            ) from exc
+        """Run a sending route's ``work`` once per ``Idempotency-Key`` of the tenant,
+        within ``request_timeout``."""
+        return await answer_once(
+            self.store, principal.tenant, work, time_limit=self.config.request_timeout
+        )

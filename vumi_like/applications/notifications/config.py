@@ -68,6 +68,9 @@ class NotificationsApiConfig(BaseConfig, StoreSettings, ChannelsSettings, RetryS
     max_message_length: int = Field(
         default=10_000, ge=1, description="Longest message text accepted, in characters"
     )
+    request_timeout: float = Field(
+        default=30, gt=0, description="Seconds allowed to accept one notification (then 503)"
+    )
 
     @model_validator(mode="after")
     def _checked(self) -> NotificationsApiConfig:

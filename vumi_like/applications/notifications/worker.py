@@ -5,7 +5,9 @@ Under ``prefix`` (default ``/api/v1/messaging``):
 * ``POST`` ``{"target_type": "user" | "xform" | "project", "target_id", "message"}``:
   the message is stored, then published through the MQTT backend (an outbound
   envelope on ``mqtt_connector``, carrying the seed's payload and the topic's fields
-  for an ``MqttTransport``), and answered 201 with the stored message;
+  for an ``MqttTransport``), and answered 201 with the stored message. With an
+  ``Idempotency-Key`` (the user's own), the same request again gets that answer and
+  stores and sends nothing new (``vumi_like.openapi.idempotency``);
 * ``GET ?target_type=&target_id=``: that target's messages, newest first (a page at a
   time: the next page's URL is in a ``Link: <...>; rel="next"`` header); without them,
   an empty list, as the seed says;
@@ -55,7 +57,12 @@ from urllib.parse import urlencode
 import attrs
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
-from quart_schema import document_querystring, document_request, document_response
+from quart_schema import (
+    document_headers,
+    document_querystring,
+    document_request,
+    document_response,
+)
 
 from vumi_like.applications.notifications.config import NotificationsApiConfig
 from vumi_like.applications.notifications.fanout import ChannelsBackend, FanOutJob
@@ -88,6 +95,7 @@ from vumi_like.openapi.document import (
     yaml_response,
 )
 from vumi_like.openapi.http import problems
+from vumi_like.openapi.idempotency import IdempotencyHeaders, answer_once
 from vumi_like.outbound.outbox import BatchJob, Outbox
 from vumi_like.stores import (
     AlreadyExists,
@@ -182,8 +190,9 @@ class NotificationsApi(BaseWorker):
                 self._create_route,
                 [
                     document_request(NewNotification),
+                    document_headers(IdempotencyHeaders),
                     document_response(NotificationOut, 201),
-                    problems(400, 401, 403, 404, 503),
+                    problems(400, 401, 403, 404, 409, 422, 503),
                 ],
             ),
             (
@@ -300,6 +309,16 @@ class NotificationsApi(BaseWorker):
 
     async def _create_route(self) -> Response:
         caller = await self.caller()
+        # A key is the user's own: its replay shows what only they may see.
+        owner = json.dumps(["notifications", caller.tenant, caller.username])
+
+        async def work() -> tuple[Any, int]:
+            return notification_body(await self._create(caller)), 201
+
+        return await answer_once(self.store, owner, work, time_limit=self.config.request_timeout)
+
+    async def _create(self, caller: NotificationUser) -> Notification:
+        """Check, store and publish the request's notification."""
         body = await self._body(NewNotification)
         if _NOT_IN_TARGET_ID.search(body.target_id):
             raise ProblemError(
@@ -353,7 +372,7 @@ class NotificationsApi(BaseWorker):
             raise ProblemError(
                 503, f"the message could not be queued: {exc}", code="BROKER_UNAVAILABLE"
             ) from exc
-        return _json(notification_body(notification), 201)
+        return notification
 
     async def _list_route(self) -> Response:
         caller = await self.caller()
