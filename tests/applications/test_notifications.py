@@ -148,6 +148,19 @@ async def test_a_form_message_is_published_with_the_seeds_payload_on_its_topic(
     assert created.json()["payload"] == payload
 
 
+async def test_a_form_given_by_number_is_the_form_of_those_digits(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    async with running_api(broker, tmp_path, unique) as api:
+        created = await api.post(
+            "bob-client", {"target_type": "xform", "target_id": 1337, "message": "Hi"}
+        )
+        listed = await api.get("bob-client", target_type="xform", target_id="1337")
+    assert created.status_code == 201, created.text
+    assert created.json()["target_id"] == "1337"
+    assert [n["id"] for n in listed.json()] == [created.json()["id"]]
+
+
 async def test_a_user_message_carries_the_users_name(
     broker: BrokerInspector, tmp_path: Path, unique: str, mosquitto: tuple[str, int]
 ):
@@ -256,6 +269,18 @@ async def test_a_message_is_deleted_by_its_author_or_an_admin_of_its_target(
             "nobody",
         ),
         ({"target_type": "user", "target_id": "dora"}, 400, "VALIDATION_FAILED", "message"),
+        (
+            {"target_type": "xform", "target_id": True, "message": "x"},
+            400,
+            "VALIDATION_FAILED",
+            "target_id: should be a valid string",
+        ),
+        (
+            {"target_type": "xform", "target_id": 13.37, "message": "x"},
+            400,
+            "VALIDATION_FAILED",
+            "target_id: should be a valid string",
+        ),
         (
             {"target_type": "user", "target_id": "a/b", "message": "x"},
             400,

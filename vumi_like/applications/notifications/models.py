@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vumi_like.stores import Permission
 
@@ -19,12 +19,29 @@ __all__ = [
 ]
 
 
+def _string_or_integer(schema: dict[str, Any]) -> None:
+    """Document a string field that takes a whole number too."""
+    text = {key: schema.pop(key) for key in ("type", "minLength", "maxLength") if key in schema}
+    schema["anyOf"] = [text, {"type": "integer"}]
+
+
 class NewNotification(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target_type: Literal["user", "xform", "project"]
-    target_id: str = Field(min_length=1, max_length=255)
+    # The seed sends a form's id as a string ("1337"); a whole number is taken as its
+    # digits.
+    target_id: str = Field(
+        min_length=1,
+        max_length=255,
+        json_schema_extra=_string_or_integer,
+    )
     message: str = Field(min_length=1)
+
+    @field_validator("target_id", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        return str(value) if type(value) is int else value
 
 
 class TargetBody(BaseModel):
