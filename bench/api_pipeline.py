@@ -40,12 +40,16 @@ The workers inherit the script's environment: ``VUMI_LIKE_ASYNCIO_LOOP=asyncio``
 their brokers' I/O loops on asyncio's loop rather than uvloop's (the report names the
 one used), to compare the two.
 
+``--api-replicas N`` runs N MessagingApi processes (one in quickstart), the client
+POSTing to each in turn, as a load balancer would spread them.
+
 All webhooks go to one receiver, so the dispatcher's ``per_receiver_concurrency`` (POSTs
 in flight to one receiver; more are put back on the broker for 0.1-0.3 s) matters; it is
 the product's default unless ``--per-receiver-concurrency`` says otherwise.
 
     python bench/api_pipeline.py [--count 2000] [--rate 200] [--concurrency 32]
                                  [--only {rabbitmq,embedded}] [--per-receiver-concurrency N]
+                                 [--api-replicas N]
 
 With the defaults each configuration takes one to one and a half minutes.
 
@@ -127,10 +131,14 @@ def free_port() -> int:
 
 
 def pipeline(
-    prefix: str, store: dict[str, Any], per_receiver_concurrency: int | None = None
+    prefix: str,
+    store: dict[str, Any],
+    per_receiver_concurrency: int | None = None,
+    api_replicas: int = 1,
 ) -> list[WorkerSpec]:
-    """Quickstart's workers; ``prefix`` on every connector name. Each serves HTTP on a free
-    port, for its ``/health``."""
+    """Quickstart's workers, with ``api_replicas`` MessagingApi processes (``api``,
+    ``api2``...); ``prefix`` on every connector name. Each serves HTTP on a free port, for
+    its ``/health``."""
     connector = f"{prefix}messaging"
     transports = {name: f"{prefix}{name}" for name in CHANNELS}
     channels = [
@@ -148,10 +156,13 @@ def pipeline(
         "clients": [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "tenant": TENANT}],
     }
     specs = [
-        WorkerSpec(
-            "api",
-            "vumi_like.applications.messaging_api.MessagingApi",
-            {"connector_name": connector, "auth": auth, "channels": channels, **store},
+        *(
+            WorkerSpec(
+                "api" if n == 1 else f"api{n}",
+                "vumi_like.applications.messaging_api.MessagingApi",
+                {"connector_name": connector, "auth": auth, "channels": channels, **store},
+            )
+            for n in range(1, api_replicas + 1)
         ),
         WorkerSpec(
             "dispatcher",
@@ -176,7 +187,7 @@ def pipeline(
         ),
     ]
     if per_receiver_concurrency is not None:
-        specs[1].config["per_receiver_concurrency"] = per_receiver_concurrency
+        specs[api_replicas].config["per_receiver_concurrency"] = per_receiver_concurrency
     for spec in specs:
         spec.config.update(common, http_bind=f"127.0.0.1:{free_port()}")
     return specs
@@ -446,16 +457,17 @@ class ApiClient:
     machine a fraction of what httpx does per request. Whatever the script spends is
     taken from the pipeline measured, which shares its two cores."""
 
-    url: str
+    urls: list[str]  # the API replicas', message i to the i-th in turn
     headers: dict[str, str]
     poster: Poster = attrs.field(factory=lambda: Poster(max_idle=1000))
 
     async def post_message(self, i: int, errors: dict[str, int]) -> str | None:
         """POST one message; its id on a 202, else None with the failure counted."""
         body = json.dumps(message_body(i)).encode()
+        url = self.urls[i % len(self.urls)]
         try:
             with trio.fail_after(HTTP_TIMEOUT):
-                answer = await self.poster.post(self.url, body, self.headers)
+                answer = await self.poster.post(url, body, self.headers)
         except (PostFailed, trio.TooSlowError) as exc:
             count_error(errors, type(exc).__name__)
             return None
@@ -522,9 +534,8 @@ async def measure(figures: Figures, fleet: Fleet, specs: list[WorkerSpec], args:
             )
             subscribe.raise_for_status()
 
-        client = ApiClient(
-            f"{api_url}/v1/messages", {**headers, "content-type": "application/json"}
-        )
+        api_urls = [f"{http_url(spec)}/v1/messages" for spec in specs if is_api(spec)]
+        client = ApiClient(api_urls, {**headers, "content-type": "application/json"})
         try:
             await accept_phase(figures, fleet, client, receiver, args)
             # An open loop must not queue requests in the client, only in the system
@@ -638,6 +649,10 @@ def vumi_like_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("vumi-like")), *args]
 
 
+def is_api(spec: WorkerSpec) -> bool:
+    return spec.class_path.endswith(".MessagingApi")
+
+
 def http_url(spec: WorkerSpec) -> str:
     return f"http://{spec.config['http_bind']}"
 
@@ -646,7 +661,7 @@ def run_rabbitmq(args: Any) -> Figures:
     tag = uuid.uuid4().hex[:8]
     prefix, schema = f"bench-{tag}-", f"bench_{tag}"
     store = {"store_url": POSTGRES_URL, "store_schema": schema}
-    specs = pipeline(prefix, store, args.per_receiver_concurrency)
+    specs = pipeline(prefix, store, args.per_receiver_concurrency, args.api_replicas)
     figures = Figures("rabbitmq+postgres")
     try:
         with (
@@ -671,7 +686,7 @@ def run_embedded(args: Any) -> Figures:
     figures = Figures("embedded")
     with tempfile.TemporaryDirectory() as tmp, Fleet(Path(tmp)) as fleet:
         store = {"store_url": f"sqlite:///{tmp}/bench.db"}
-        specs = pipeline("", store, args.per_receiver_concurrency)
+        specs = pipeline("", store, args.per_receiver_concurrency, args.api_replicas)
         pipeline_file = Path(tmp) / "pipeline.yaml"
         workers = [{"name": s.name, "class": s.class_path, "config": s.config} for s in specs]
         pipeline_file.write_text(yaml.safe_dump({"amqp_url": "memory://", "workers": workers}))
@@ -779,6 +794,13 @@ def main() -> None:
         type=int,
         help="the dispatcher's limit of POSTs in flight to one receiver (default: the "
         f"product's, {PER_RECEIVER_DEFAULT}); all webhooks here go to one receiver",
+    )
+    parser.add_argument(
+        "--api-replicas",
+        type=int,
+        default=1,
+        help="MessagingApi processes (default 1, as in quickstart); the client POSTs to "
+        "each in turn",
     )
     args = parser.parse_args()
     # SIGTERM as Ctrl-C: the script unwinds, stopping the workers and dropping the run's
