@@ -1,17 +1,20 @@
-"""HTTP pieces the API's route modules share: the problem document, paging."""
+"""HTTP pieces the API's route modules share: the problem document, paging, JSON
+answers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
+from quart import Response
 from quart_schema import document_response
 
 from vumi_like.errors import ProblemError
 from vumi_like.stores import MAX_PAGE_SIZE, InvalidCursor, Page
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Problem", "paged", "problems"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Problem", "json_response", "paged", "problems"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -55,3 +58,15 @@ async def paged(
         return await list_page(*args, cursor=query.cursor, limit=limit, **kwargs)
     except InvalidCursor as exc:
         raise ProblemError(400, f"cursor: {exc}", code="VALIDATION_FAILED") from None
+
+
+def json_response(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
+    """``body`` as a compact JSON answer: a finished ``Response``, which quart-schema
+    passes through (handed a dict, it would build a pydantic ``TypeAdapter``, a schema
+    generation, to dump it)."""
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status,
+        dict(headers or {}),
+        content_type="application/json",
+    )

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ from pydantic import BaseModel, Field
 from quart import Response, request
 
 from vumi_like.errors import ProblemError
+from vumi_like.openapi.http import json_response
 from vumi_like.stores import ClaimOutcome, MessageStore, StoreError, StoreUnavailable
 
 __all__ = [
@@ -80,11 +80,7 @@ async def answer_once(
     time_limit: float,
 ) -> Response:
     """Run the current request's ``work`` once per ``Idempotency-Key`` of ``owner``,
-    within ``time_limit`` seconds (then 503 ``TIMEOUT``).
-
-    The answer is a finished ``Response``: handed a dict, quart-schema would build a
-    pydantic ``TypeAdapter`` (a schema generation) for every request to dump it.
-    """
+    within ``time_limit`` seconds (then 503 ``TIMEOUT``); its answer as JSON."""
     body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
     fingerprint = f"{request.method} {request.path}\n".encode() + body
     try:
@@ -97,12 +93,7 @@ async def answer_once(
                 work,
                 abandoned_after=time_limit + ABANDONED_CLAIM_MARGIN,
             )
-            return Response(
-                json.dumps(answer, separators=(",", ":")),
-                status,
-                headers,
-                content_type="application/json",
-            )
+            return json_response(answer, status, headers)
     except trio.TooSlowError:
         raise ProblemError(
             503,

@@ -11,7 +11,6 @@ from quart_trio import QuartTrio
 
 from vumi_like.applications.conversations.config import VcitaChannelAppConfig
 from vumi_like.applications.conversations.routes import (
-    json_response,
     no_content,
     read_body,
     require_bearer,
@@ -23,6 +22,7 @@ from vumi_like.applications.conversations.wire import (
     channel_body,
 )
 from vumi_like.errors import ProblemError
+from vumi_like.openapi.http import json_response
 from vumi_like.stores import AlreadyExists, MessageStore
 from vumi_like.worker import JobConnector, PublishFailed
 

@@ -4,8 +4,7 @@ models, and the answers. Every refusal is an RFC 7807 problem."""
 from __future__ import annotations
 
 import hmac
-import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from quart import Response, request
@@ -14,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from vumi_like.errors import ProblemError
 from vumi_like.validation import describe_validation_error
 
-__all__ = ["json_response", "no_content", "read_body", "require_bearer"]
+__all__ = ["no_content", "read_body", "require_bearer"]
 
 B = TypeVar("B", bound=BaseModel)
 
@@ -57,7 +56,3 @@ async def read_body(model: type[B], max_bytes: int) -> B:
 
 def no_content() -> Response:
     return Response("", 204)
-
-
-def json_response(body: Any, status: int) -> Response:
-    return Response(json.dumps(body), status, content_type="application/json")

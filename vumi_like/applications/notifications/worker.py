@@ -94,7 +94,7 @@ from vumi_like.openapi.document import (
     serve_openapi,
     yaml_response,
 )
-from vumi_like.openapi.http import problems
+from vumi_like.openapi.http import json_response, problems
 from vumi_like.openapi.idempotency import IdempotencyHeaders, answer_once
 from vumi_like.outbound.outbox import BatchJob, Outbox
 from vumi_like.stores import (
@@ -379,7 +379,7 @@ class NotificationsApi(BaseWorker):
         target_type = request.args.get("target_type")
         target_id = request.args.get("target_id")
         if target_type is None and target_id is None:
-            return _json([], 200)
+            return json_response([], 200)
         if not target_type or not target_id:
             raise ProblemError(
                 400, "give both target_type and target_id, or neither", code="VALIDATION_FAILED"
@@ -418,7 +418,7 @@ class NotificationsApi(BaseWorker):
                 {"target_type": target_type, "target_id": target_id, "cursor": page.next_cursor}
             )
             headers["Link"] = f'<{self.config.prefix}?{query}>; rel="next"'
-        return _json([notification_body(n) for n in page.items], 200, headers)
+        return json_response([notification_body(n) for n in page.items], 200, headers)
 
     async def _found(self, caller: NotificationUser, pk: int) -> Notification:
         notification = await self.store.get_notification(caller.tenant, pk)
@@ -433,7 +433,7 @@ class NotificationsApi(BaseWorker):
         body = notification_body(notification)
         if self.fanout is not None and "channels" in body["deliveries"]:
             body["deliveries"]["channels"] = await self.fanout.with_statuses(notification)
-        return _json(body, 200)
+        return json_response(body, 200)
 
     async def _delete_route(self, pk: int) -> Response:
         caller = await self.caller()
@@ -472,7 +472,7 @@ class NotificationsApi(BaseWorker):
         target = await self._check_member(
             caller, self._group_type(target_type), target_id, Permission.VIEW
         )
-        return _json(_target_body(target), 200)
+        return json_response(_target_body(target), 200)
 
     async def _set_target_route(self, target_type: str, target_id: str) -> Response:
         """Create a form or project (its creator becomes its admin), or, as its admin,
@@ -490,7 +490,7 @@ class NotificationsApi(BaseWorker):
             created = await self.store.create_notification_target(
                 caller.tenant, target_type, target_id, body.name, body.form_id, caller.username
             )
-            return _json(_target_body(created), 201)
+            return json_response(_target_body(created), 201)
         except AlreadyExists:
             pass  # then it is a rename, by one of its admins
         existing = await self._check_member(caller, target_type, target_id, Permission.ADMIN)
@@ -498,7 +498,7 @@ class NotificationsApi(BaseWorker):
             caller.tenant, target_type, target_id, body.name, body.form_id
         )
         renamed = attrs.evolve(existing, name=body.name, form_id=body.form_id)
-        return _json(_target_body(renamed), 200)
+        return json_response(_target_body(renamed), 200)
 
     async def _set_member_route(self, target_type: str, target_id: str, username: str) -> Response:
         caller = await self.caller()
@@ -572,12 +572,3 @@ def _target_body(target: NotificationTarget) -> dict[str, Any]:
         "form_id": target.form_id,
         "members": {name: str(permission) for name, permission in target.members.items()},
     }
-
-
-def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status,
-        headers or {},
-        content_type="application/json",
-    )
