@@ -916,10 +916,16 @@ def nothing_missing(letters: list[DeadLetter], tallies: dict[str, Tally]) -> Non
 
 
 def envelope_path(
-    fleet: Fleet, unique: str, app: str, transport: str, redis_url: str | None
+    fleet: Fleet,
+    unique: str,
+    app: str,
+    transport: str,
+    redis_url: str | None,
+    delivery_delay: float = 0,
 ) -> None:
     """A router (caching in the Redis at ``redis_url``, or in its memory if None) and a
-    simulator (ack and delivered report at once) between ``app`` and ``transport``."""
+    simulator (ack at once, delivered report ``delivery_delay`` seconds later) between
+    ``app`` and ``transport``."""
     cache = {} if redis_url is None else redis_cache(unique, redis_url)
     fleet.add(
         "router",
@@ -934,7 +940,11 @@ def envelope_path(
     fleet.add(
         "sms",
         SIMULATOR,
-        {"transport_name": transport, "delivery_delay": 0, "worker_concurrency": 50},
+        {
+            "transport_name": transport,
+            "delivery_delay": delivery_delay,
+            "worker_concurrency": 50,
+        },
     )
 
 

@@ -3,14 +3,17 @@ degrade with clear answers and retries, recover when it returns, and nothing is 
 at Turn's end in either direction.
 
 The pipeline of ``test_kill_turn.py`` (two ``TurnChannelsApi`` replicas on one
-connector, a ``ToAddressRouter``, a ``SimulatorTransport`` acking and reporting
-DELIVERED at once, the fake Turn), its outbound POSTed and its inbound published in the
-same way, and counted at the same end: every accepted id's ``sent`` and ``delivered``
-at Turn's ``/statuses``, every inbound at its ``/messages``. Here the replicas' message
+connector, a ``ToAddressRouter``, a ``SimulatorTransport``, the fake Turn), its
+outbound POSTed and its inbound published in the same way, and counted at the same
+end: every accepted id's ``sent`` and ``delivered`` at Turn's ``/statuses``, every
+inbound at its ``/messages``. Here the replicas' message
 cache is in a redis-server of the test's own (``PrivateRedis``), stopped (SIGSTOP:
 every command times out) for 8 s, as in ``test_redis_outage.py``, once a fifth of
 each direction has arrived at Turn (earlier than the kill, since the outbound requests
-may all be answered before 30 % of the inbound are at Turn), then continued.
+may all be answered before 30 % of the inbound are at Turn), then continued. The
+simulator reports DELIVERED ``DELIVERY_DELAY`` s after its ack, so that events still
+come to the replicas during the outage: the outbound requests they refuse meanwhile
+bring none, and those accepted before it could all have had theirs at once.
 
 While it is stopped:
 
@@ -64,6 +67,8 @@ from tests.faults.test_redis_outage import OUTAGE_AFTER, Outage
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
+DELIVERY_DELAY = 1.0  # seconds from a message's ack to its delivery report
+
 
 async def test_redis_stopped_under_turn_channels_api_replicas_loses_nothing(
     services: None, unique: str
@@ -77,7 +82,7 @@ async def test_redis_stopped_under_turn_channels_api_replicas_loses_nothing(
         outage = Outage(redis, at_turn.delivered)
         async with fake_turn() as turn, own_broker(queues) as broker:
             with fleet_in_tmp() as fleet:
-                envelope_path(fleet, unique, app, transport, None)
+                envelope_path(fleet, unique, app, transport, None, DELIVERY_DELAY)
                 for name in REPLICAS:
                     config = replica_config(unique, app, transport, turn, redis.url)
                     fleet.add(name, TURN, config)
