@@ -7,9 +7,11 @@ Messaging API's ``/oauth/token`` issues them (the same key and audience).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 import trio
 
 from tests.dispatch.conftest import poll
+from tests.stores.conftest import FakeClock
 from tests.test_worker import free_port, running_worker
 from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.applications.notifications import NotificationsApi, NotificationsApiConfig
@@ -374,6 +377,43 @@ async def test_a_refused_request_frees_its_idempotency_key_for_the_retry(
     problem(too_long, 400, "VALIDATION_FAILED")
     problem(empty, 400, "VALIDATION_FAILED")
     assert [n.id for n in stored.items] == [retried.json()["id"]]
+
+
+async def test_a_retry_taking_over_a_dead_replicas_request_publishes_what_it_stored(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    body = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
+    raw = json.dumps(body).encode()
+    async with running_api(broker, tmp_path, unique) as api:
+        # A replica killed after storing the notification: its claim on the key, made
+        # an hour ago, was never answered nor released.
+        owner = json.dumps(["notifications", "acme", "bob"])
+        fingerprint = hashlib.sha256(f"POST {PREFIX}\n".encode() + raw).hexdigest()
+        clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+        async with open_store(f"sqlite:///{tmp_path / 'notifications.db'}", clock=clock) as dead:
+            claim = await dead.claim_idempotency_key(owner, "k-dead", fingerprint)
+            orphan = await dead.create_notification(
+                "acme",
+                "xform",
+                "1337",
+                "bob",
+                "Hi",
+                {"message": "Hi"},
+                {"mqtt": {"state": "queued"}},
+                request_id=claim.request_ids().new(),
+            )
+        headers = {"Idempotency-Key": "k-dead", "Content-Type": "application/json"}
+        retried = await api.http.post(
+            PREFIX, content=raw, headers={**api.as_user("bob-client"), **headers}
+        )
+        stored = await api.store.list_notifications("acme", "xform", "1337")
+        published = [await broker.get(f"{unique}.outbound") for _ in range(2)]
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["id"] == orphan.id
+    assert [n.id for n in stored.items] == [orphan.id]
+    assert published[1] is None
+    assert published[0] is not None
+    assert json.loads(published[0].body)["message_id"] == f"notification-{orphan.id}-mqtt"
 
 
 async def test_callers_must_be_registry_users_with_a_valid_token(

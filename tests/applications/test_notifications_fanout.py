@@ -28,6 +28,7 @@ from tests.stores.conftest import StoreTarget
 from tests.test_worker import free_port, running_worker
 from vumi_like import dlq
 from vumi_like.applications.notifications import NotificationsApi, NotificationsApiConfig
+from vumi_like.applications.notifications.fanout import BACKEND, FanOutJob
 from vumi_like.auth import AuthSettings, TokenService
 from vumi_like.broker import BrokerInspector
 from vumi_like.config import config_from_data
@@ -40,6 +41,7 @@ class FanOut:
     pipeline: Pipeline
     http: httpx.AsyncClient
     tokens: TokenService
+    api: NotificationsApi
 
     def as_user(self, username: str) -> dict[str, str]:
         token = self.tokens.issue(f"{username}-client", "acme")["access_token"]
@@ -112,11 +114,11 @@ async def running_fanout(
             },
             source="test",
         )
-        await stack.enter_async_context(running_worker(NotificationsApi, config, broker))
+        api = await stack.enter_async_context(running_worker(NotificationsApi, config, broker))
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
         )
-        yield FanOut(p, http, TokenService(AuthSettings(jwt_secret=JWT_SECRET)))
+        yield FanOut(p, http, TokenService(AuthSettings(jwt_secret=JWT_SECRET)), api)
 
 
 async def test_a_project_message_reaches_each_member_on_their_channel(
@@ -181,6 +183,44 @@ async def test_a_user_message_reaches_that_user(
         outcome = await f.channels_outcome("bob", created["id"])
     assert list(outcome["recipients"]) == ["eve"]
     assert outcome["recipients"]["eve"]["channel"] == "web"
+
+
+async def test_a_fan_out_run_again_after_its_worker_died_sends_nothing_twice(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    async with running_fanout(broker, tmp_path, unique) as f:
+        created = await f.notify("ann", "project", "7")
+
+        async def delivered() -> bool:
+            outcome = await f.channels_outcome("ann", created["id"])
+            statuses = [r["status"] for r in outcome.get("recipients", {}).values()]
+            return statuses.count("DELIVERED") == 2
+
+        await poll(delivered, within=20)
+        first = (await f.channels_outcome("ann", created["id"]))["recipients"]
+        # The job handed out again, as the same attempt, as if the worker that ran it
+        # had died after sending and before recording anything.
+        store = f.pipeline.store
+        await store.record_notification_delivery(created["id"], BACKEND, {"state": "sending"})
+        assert f.api.fanout is not None
+        await f.api.fanout.fan_out(FanOutJob(tenant="acme", notification_id=created["id"]), 0)
+        again = (await f.channels_outcome("ann", created["id"]))["recipients"]
+        sent = [first[name]["message_id"] for name in ("bob", "carl")]
+        histories = [await store.get_message("acme", message_id) for message_id in sent]
+        listed = (await f.pipeline.get("/v1/messages")).json()["messages"]
+    # The same messages, found rather than stored again, and not sent again (each
+    # still has one ack and one delivery report).
+    assert {n: r["message_id"] for n, r in again.items()} == {
+        n: r["message_id"] for n, r in first.items()
+    }
+    assert len(listed) == 3
+    for history in histories:
+        assert history is not None
+        assert [t.event_type for t in history.transitions] == [
+            "created",
+            "ack",
+            "delivery_report",
+        ]
 
 
 async def test_a_refused_publish_is_retried_until_the_broker_takes_it(

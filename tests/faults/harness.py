@@ -651,10 +651,21 @@ class PrivatePostgres:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def _libpq(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def drop_schema(url: str, schema: str) -> None:
-    libpq = sa.make_url(url).set(drivername="postgresql")
-    with psycopg.connect(libpq.render_as_string(hide_password=False), autocommit=True) as conn:
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def stored_statuses(url: str, schema: str) -> dict[str, int]:
+    """How many messages the store in ``schema`` holds, by status: every one, not only
+    those a client was told of (a request killed with its replica may have stored some)."""
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        rows = conn.execute(f'SELECT status, count(*) FROM "{schema}".messages GROUP BY status')
+        return {status: count for status, count in rows}
 
 
 # ------------------------------------------------------------------ webhook receiver

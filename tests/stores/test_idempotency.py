@@ -6,15 +6,23 @@ import pytest
 import trio
 
 from tests.stores.conftest import FakeClock, StoreTarget
-from vumi_like.stores import ClaimOutcome, IdempotencyClaim, MessageStore, StoreError
+from vumi_like.stores import (
+    ClaimOutcome,
+    IdempotencyClaim,
+    MessageStore,
+    RequestIds,
+    StoreError,
+)
 
 DAY = 24 * 60 * 60
 
 
 async def test_the_first_claim_of_a_key_owns_it(store: MessageStore) -> None:
-    assert await store.claim_idempotency_key("acme", "k", "h") == IdempotencyClaim(
-        outcome=ClaimOutcome.NEW
+    claim = await store.claim_idempotency_key("acme", "k", "h")
+    assert claim == IdempotencyClaim(
+        outcome=ClaimOutcome.NEW, claim_id=claim.claim_id, resumed=False
     )
+    assert claim.claim_id is not None and len(claim.claim_id) == 32
 
 
 async def test_the_same_request_again_is_in_progress_until_answered(store: MessageStore) -> None:
@@ -112,6 +120,62 @@ async def test_a_claim_abandoned_in_progress_is_taken_over(
     clock.advance(2)
     taken = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
     assert taken.outcome is ClaimOutcome.NEW
+
+
+async def test_the_same_request_taking_over_its_abandoned_claim_resumes_it(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    first = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    clock.advance(41)
+    taken = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    assert (taken.outcome, taken.claim_id, taken.resumed) == (
+        ClaimOutcome.NEW,
+        first.claim_id,
+        True,
+    )
+    # The same ids, in the same order: what the first run stored is found again.
+    ids, again = first.request_ids(), taken.request_ids()
+    assert [ids.new() for _ in range(3)] == [again.new() for _ in range(3)]
+    # Taken over again (the second run died too): still the same claim.
+    clock.advance(41)
+    third = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    assert (third.claim_id, third.resumed) == (first.claim_id, True)
+
+
+async def test_another_request_taking_over_an_abandoned_claim_starts_afresh(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    first = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    clock.advance(41)
+    other = await store.claim_idempotency_key("acme", "k", "h2", abandoned_after=40)
+    assert other.outcome is ClaimOutcome.NEW
+    assert not other.resumed
+    assert other.claim_id not in (None, first.claim_id)
+
+
+async def test_an_expired_claim_taken_by_the_same_request_starts_afresh(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # A day on, the key names a new request, even with the same body: new ids.
+    first = await store.claim_idempotency_key("acme", "k", "h", ttl=DAY, abandoned_after=40)
+    clock.advance(DAY + 1)
+    again = await store.claim_idempotency_key("acme", "k", "h", ttl=DAY, abandoned_after=40)
+    assert again.outcome is ClaimOutcome.NEW
+    assert not again.resumed
+    assert again.claim_id != first.claim_id
+
+
+def test_ids_without_a_claim_are_fresh_and_with_one_derived() -> None:
+    fresh = RequestIds()
+    assert not fresh.keyed
+    assert fresh.new() != fresh.new()
+    claim_id = "0" * 31 + "1"
+    one, two = RequestIds(claim_id=claim_id), RequestIds(claim_id=claim_id)
+    first = [one.new(), one.new()]
+    assert first == [two.new(), two.new()]
+    assert first[0] != first[1]
+    assert all(len(i) == 32 for i in first)
+    assert RequestIds(claim_id="0" * 31 + "2").new() != first[0]
 
 
 async def test_an_answered_claim_is_replayed_past_the_abandon_time(

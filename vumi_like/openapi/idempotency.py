@@ -8,9 +8,11 @@ with a different request is a 422: a key names one request. A second request arr
 while the first is still being handled is a 409 with ``Retry-After``. "Still being
 handled" has a bound: a replica killed in the middle of a request never answers it nor
 frees its key, so a claim left in progress past ``abandoned_after`` (longer than a live
-request may run) is taken over by the next request with the key, which does the work
-afresh. The dead replica may have published the message already; it is then sent
-twice (at-least-once), never lost.
+request may run) is taken over by the next request with the key. The same request
+resumes the claim: the work is given the claim's ``RequestIds``, the ids the dead run
+gave what it stored, so it finds that and finishes it (publishes what is still
+queued) rather than storing it again. The dead replica may have published a message
+already; it is then sent twice under its one id (at-least-once), never lost.
 
 The key is claimed in the store before any work, by an insert that only one replica can
 win (a primary key on the key's owner and the key), so this holds across replicas. When
@@ -38,7 +40,13 @@ from quart import Response, request
 
 from vumi_like.errors import ProblemError
 from vumi_like.openapi.http import json_response
-from vumi_like.stores import ClaimOutcome, MessageStore, StoreError, StoreUnavailable
+from vumi_like.stores import (
+    ClaimOutcome,
+    MessageStore,
+    RequestIds,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -52,7 +60,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 # A live request ends within its route's time limit, and frees its key if it failed
-# within 5 s more: a claim older than the limit and this margin was abandoned.
+# within 7 s more (2 s to mark what it did not send, ``outbox.py``, 5 s to free the
+# key): a claim older than the limit and this margin was abandoned.
 ABANDONED_CLAIM_MARGIN = 10  # seconds
 
 Answer = tuple[Any, int]
@@ -75,12 +84,13 @@ class IdempotencyHeaders(BaseModel):
 async def answer_once(
     store: MessageStore,
     owner: str,
-    work: Callable[[], Awaitable[Answer]],
+    work: Callable[[RequestIds], Awaitable[Answer]],
     *,
     time_limit: float,
 ) -> Response:
     """Run the current request's ``work`` once per ``Idempotency-Key`` of ``owner``,
-    within ``time_limit`` seconds (then 503 ``TIMEOUT``); its answer as JSON."""
+    within ``time_limit`` seconds (then 503 ``TIMEOUT``); its answer as JSON. ``work``
+    gives what it stores the ids it is given (``RequestIds``)."""
     body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
     fingerprint = f"{request.method} {request.path}\n".encode() + body
     try:
@@ -115,13 +125,13 @@ async def idempotent(
     owner: str,
     key: str | None,
     fingerprint: bytes,
-    work: Callable[[], Awaitable[Answer]],
+    work: Callable[[RequestIds], Awaitable[Answer]],
     *,
     abandoned_after: float | None = None,
 ) -> tuple[Any, int, dict[str, str]]:
-    """``work()``'s answer (body, status) and extra headers, once per key and request."""
+    """``work(ids)``'s answer (body, status) and extra headers, once per key and request."""
     if key is None:
-        body, status = await work()
+        body, status = await work(RequestIds())
         return body, status, {}
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ProblemError(
@@ -150,7 +160,7 @@ async def idempotent(
             code="IDEMPOTENCY_KEY_REUSED",
         )
     try:
-        body, status = await work()
+        body, status = await work(claim.request_ids())
     except BaseException:
         # Shielded and bounded: a cancelled request still frees its key. A store that
         # cannot be reached keeps the claim, and the original error is what is raised;

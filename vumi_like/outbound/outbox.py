@@ -14,10 +14,16 @@ builds the vumi envelope, then, in this order:
 
 What can fail, and what the client is told: an unknown channel or a sender the tenant
 may not use is the client's mistake (404 / 403) and nothing is stored. A store that
-cannot be reached is 503 and nothing was sent. A broker that refuses the publish
-after the store took the message is 503 too; the message is then marked
-DELIVERY_FAILED with the reason, so its history says what happened, and the client may
+cannot be reached is 503 and nothing was sent. A request that fails after the store
+took its messages (a broker that refuses a publish: 503; the request's time limit)
+marks those it did not send DELIVERY_FAILED with the reason, so no message stays
+QUEUED with nothing to send it and its history says what happened; the client may
 retry (with the same ``Idempotency-Key``, which is released for that purpose).
+
+A replica that dies in the middle of a request marks nothing. Its client's retry
+with the same ``Idempotency-Key`` takes the claim over once it is abandoned, and
+resumes it (``RequestIds``): it finds the messages the dead run stored, under the same
+ids, and sends those still QUEUED, rather than storing new ones.
 
 At-least-once, as everywhere: a replica that dies while publishing a batch leaves the
 batch job unacked, and the replica that takes it over publishes the whole batch again;
@@ -27,11 +33,12 @@ a transport may then see a message twice (its ``message_id`` is the same).
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+import trio
 from pydantic import BaseModel
 
 from vumi_like.errors import ProblemError
@@ -44,8 +51,9 @@ from vumi_like.stores import (
     MessageStore,
     NewBatch,
     NewMessage,
+    RequestIds,
     StoredMessage,
-    new_id,
+    StoreError,
 )
 from vumi_like.worker import JobConnector, PublishFailed, ReceiveInboundConnector
 
@@ -83,6 +91,14 @@ class BatchJob(BaseModel):
 
     def log_ids(self) -> dict[str, str]:
         return {"batch_id": self.batch_id}
+
+
+# The event a message that its request stored and failed to send is marked with.
+PUBLISH_FAILED = "publish_failed"
+
+# Seconds a failed request may spend marking what it did not send (``_fail_unsent``),
+# before it frees its Idempotency-Key (``ABANDONED_CLAIM_MARGIN`` counts them).
+_FAIL_UNSENT_TIME = 2
 
 
 def _now() -> datetime:
@@ -138,11 +154,12 @@ class Outbox:
         return sender
 
     def _prepare(
-        self, tenant: str, draft: Draft, batch_id: str | None
+        self, tenant: str, draft: Draft, batch_id: str | None, message_id: str
     ) -> tuple[NewMessage, Message | None]:
         """The message to store and, unless it cannot be sent, its envelope."""
         if draft.unreachable:
             record = NewMessage(
+                message_id=message_id,
                 tenant=tenant,
                 channel=draft.channel,
                 message_type=draft.message_type or "MESSAGE",
@@ -160,7 +177,6 @@ class Outbox:
             return record, None
         channel = self._channel(tenant, draft.channel)
         sender = self._sender(tenant, channel, draft.sender)
-        message_id = new_id()
         envelope = Message(
             message_id=message_id,
             to_addr=draft.receiver,
@@ -193,28 +209,58 @@ class Outbox:
     # -- submitting
 
     async def submit(
-        self, tenant: str, drafts: Sequence[Draft], *, batch: bool, asynchronous: bool = False
+        self,
+        tenant: str,
+        drafts: Sequence[Draft],
+        *,
+        batch: bool,
+        asynchronous: bool = False,
+        ids: RequestIds | None = None,
     ) -> tuple[str | None, list[str]]:
-        """Store, then send (or queue as a batch job); return ``(batch_id, message_ids)``."""
-        batch_id = new_id() if batch else None
-        prepared = [self._prepare(tenant, draft, batch_id) for draft in drafts]
+        """Store, then send (or queue as a batch job); return ``(batch_id, message_ids)``.
+
+        ``ids`` gives the batch and its messages their ids. A request resuming its own
+        abandoned ``Idempotency-Key`` claim (``ids.resumed``) finds what its first run
+        stored, if it got that far, and sends what of it is still queued."""
+        ids = ids or RequestIds()
+        batch_id = ids.new() if batch else None
+        prepared = [self._prepare(tenant, draft, batch_id, ids.new()) for draft in drafts]
         records = [record for record, _ in prepared]
-        await self.store.create_messages(
-            records, batch=NewBatch(tenant=tenant, batch_id=batch_id) if batch_id else None
-        )
-        message_ids = [record.message_id for record in records]
-        if asynchronous and batch_id is not None:
-            job = BatchJob(
-                tenant=tenant,
-                batch_id=batch_id,
-                message_ids=[r.message_id for r, env in prepared if env is not None],
-            )
-            await self._publish_or_fail(job.message_ids, self.batches.publish(job))
+        new_batch = NewBatch(tenant=tenant, batch_id=batch_id) if batch_id else None
+        if ids.resumed:
+            stored = await self.store.resume_messages(records, batch=new_batch)
+            if any(t.event_type == PUBLISH_FAILED for m in stored for t in m.transitions):
+                # The first run failed, and marked what it had not sent: the request
+                # failed, as that run answered (or would have), and its client starts
+                # again with a request of its own.
+                raise _broker_unavailable() from PublishFailed(
+                    "an earlier run of this request could not send it"
+                )
+            queued = {m.message_id for m in stored if m.status == MessageStatus.QUEUED}
         else:
-            for record, envelope in prepared:
-                if envelope is not None:
-                    await self._send(tenant, record.message_id, envelope, record)
-        return batch_id, message_ids
+            await self.store.create_messages(records, batch=new_batch)
+            queued = {record.message_id for record in records}
+        to_send = [(r, env) for r, env in prepared if env is not None and r.message_id in queued]
+        send_ids = [record.message_id for record, _ in to_send]
+        published = 0  # of to_send, in order
+        try:
+            if asynchronous and batch_id is not None:
+                await self.batches.publish(
+                    BatchJob(tenant=tenant, batch_id=batch_id, message_ids=send_ids)
+                )
+                published = len(to_send)
+            else:
+                for record, envelope in to_send:
+                    at = _now()  # queued: before the transport can have acked it
+                    await self.connector.publish_outbound(envelope)
+                    published += 1
+                    await self._queue_webhooks(tenant, record, at)
+        except BaseException as exc:
+            await self._fail_unsent(send_ids[published:], exc)
+            if isinstance(exc, PublishFailed):
+                raise _broker_unavailable() from exc
+            raise
+        return batch_id, [record.message_id for record in records]
 
     async def send_batch(self, job: BatchJob) -> None:
         """Publish an accepted batch (the batch queue's handler)."""
@@ -223,13 +269,19 @@ class Outbox:
             if stored is None or stored.status != MessageStatus.QUEUED:
                 continue  # failed already, or a redelivered job whose message moved on
             envelope = Message.model_validate(stored.payload["envelope"])
-            await self._send(job.tenant, message_id, envelope, stored)
+            at = _now()
+            try:
+                await self.connector.publish_outbound(envelope)
+            except PublishFailed as exc:
+                await self._fail_unsent([message_id], exc)
+                raise _broker_unavailable() from exc
+            await self._queue_webhooks(job.tenant, stored, at)
 
-    async def _send(
-        self, tenant: str, message_id: str, envelope: Message, record: NewMessage | StoredMessage
+    async def _queue_webhooks(
+        self, tenant: str, record: NewMessage | StoredMessage, at: datetime
     ) -> None:
-        at = _now()  # queued: before the transport can have acked it
-        await self._publish_or_fail([message_id], self.connector.publish_outbound(envelope))
+        """Queue the QUEUED webhooks of a message published at ``at``."""
+        message_id = record.message_id
         await queue_webhooks(
             self.subscriptions,
             self.webhooks.publish,
@@ -246,24 +298,36 @@ class Outbox:
             ),
         )
 
-    async def _publish_or_fail(self, message_ids: list[str], publish: Awaitable[None]) -> None:
-        try:
-            await publish
-        except PublishFailed as exc:
+    async def _fail_unsent(self, message_ids: list[str], exc: BaseException) -> None:
+        """Mark what a failed request stored but did not send DELIVERY_FAILED, with why,
+        so that no message stays QUEUED with nothing to send it: the client is told of
+        the failure and may retry. Bounded and shielded, as a cancelled (timed out)
+        request has the same duty; a store that cannot be reached leaves them QUEUED."""
+        if isinstance(exc, PublishFailed):
+            reason = f"the broker refused the message: {exc}"
+        elif isinstance(exc, trio.Cancelled):
+            reason = "the request ended (timed out, or its client left) before it was sent"
+        else:
+            reason = f"the request failed before it was sent: {exc!r}"
+        with trio.CancelScope(shield=True), trio.move_on_after(_FAIL_UNSENT_TIME):
             for message_id in message_ids:
-                await self.store.apply_event(
-                    message_id,
-                    event_id=None,
-                    event_type="publish_failed",
-                    proposed_status=MessageStatus.DELIVERY_FAILED,
-                    occurred_at=_now(),
-                    raw={"error": str(exc)},
-                )
-            raise ProblemError(
-                503,
-                "the message could not be queued; try again",
-                code="BROKER_UNAVAILABLE",
-            ) from exc
+                try:
+                    await self.store.apply_event(
+                        message_id,
+                        event_id=None,
+                        event_type=PUBLISH_FAILED,
+                        proposed_status=MessageStatus.DELIVERY_FAILED,
+                        occurred_at=_now(),
+                        raw={"error": reason},
+                    )
+                except StoreError:
+                    return
+
+
+def _broker_unavailable() -> ProblemError:
+    return ProblemError(
+        503, "the message could not be queued; try again", code="BROKER_UNAVAILABLE"
+    )
 
 
 def email_metadata(payload: dict[str, Any]) -> dict[str, Any]:

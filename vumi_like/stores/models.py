@@ -52,6 +52,40 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+@attrs.define
+class RequestIds:
+    """The ids a request gives what it stores, in the order it asks for them.
+
+    Fresh ones (uuid4) unless the request came with an ``Idempotency-Key``: then they
+    are derived from the key's claim (uuid5 of ``claim_id`` and their number), so the
+    same request run again under the same claim gives the same ids. That is how a
+    request taking over a claim abandoned by a replica that died (``resumed``) finds
+    what the first run stored, and finishes it instead of storing it again.
+    """
+
+    claim_id: str | None = None
+    resumed: bool = False
+    _given: int = 0
+
+    @classmethod
+    def derived(cls, *names: str) -> RequestIds:
+        """Ids for work named by ``names`` that may run more than once (a job the
+        broker hands out again): the same each time, and what an earlier run stored
+        is looked for first."""
+        seed = uuid.uuid5(uuid.NAMESPACE_OID, "\n".join(names))
+        return cls(claim_id=seed.hex, resumed=True)
+
+    @property
+    def keyed(self) -> bool:
+        return self.claim_id is not None
+
+    def new(self) -> str:
+        if self.claim_id is None:
+            return new_id()
+        self._given += 1
+        return uuid.uuid5(uuid.UUID(hex=self.claim_id), str(self._given)).hex
+
+
 class Direction(StrEnum):
     OUTBOUND = "outbound"
     INBOUND = "inbound"
@@ -220,11 +254,19 @@ class ClaimOutcome(StrEnum):
 
 @attrs.frozen(kw_only=True)
 class IdempotencyClaim:
-    """The answer to ``claim_idempotency_key``; the response is set for REPLAY only."""
+    """The answer to ``claim_idempotency_key``; the response is set for REPLAY only.
+
+    A NEW claim has its ``claim_id``. It is ``resumed`` when the same request took over
+    its own abandoned claim: the ids are the first run's (``RequestIds``)."""
 
     outcome: ClaimOutcome
     response_status: int | None = None
     response_body: Any = None
+    claim_id: str | None = None
+    resumed: bool = False
+
+    def request_ids(self) -> RequestIds:
+        return RequestIds(claim_id=self.claim_id, resumed=self.resumed)
 
 
 @attrs.frozen(kw_only=True)

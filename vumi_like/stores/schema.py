@@ -150,6 +150,9 @@ idempotency_keys = sa.Table(
     sa.Column("response_status", sa.Integer(), nullable=True),  # NULL until answered
     sa.Column("response_body", _JSON, nullable=True),
     _time("created_at"),
+    # Set when the key is claimed, kept when the same request takes over an abandoned
+    # claim: the ids of what the request stores are derived from it (``RequestIds``).
+    sa.Column("claim_id", sa.String(32), nullable=True),
 )
 
 parties = sa.Table(
@@ -227,7 +230,11 @@ notifications = sa.Table(
     sa.Column("payload", _JSON, nullable=False),  # as published
     sa.Column("deliveries", _JSON, nullable=False),  # backend -> its outcome
     _time("created_at"),
+    # The id its request gave it, under an Idempotency-Key (``RequestIds``): a request
+    # taking over its own abandoned claim finds the notification the first run stored.
+    sa.Column("request_id", sa.String(32), nullable=True),
     sa.Index("ix_notifications_target", "tenant", "target_type", "target_id", "id"),
+    sa.Index("ix_notifications_request", "tenant", "request_id", unique=True),
 )
 
 # Conversations (seed 002): a vcita communication app's businesses, channels, sessions

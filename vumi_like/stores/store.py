@@ -101,6 +101,12 @@ def _first_argument(args: tuple[Any, ...]) -> Any:
     return args[0]
 
 
+def _first_two_arguments(args: tuple[Any, ...]) -> Any:
+    """A grouped call's key when its row is named by two: an idempotency key's owner
+    and the key."""
+    return args[0], args[1]
+
+
 def _tenant_if_verified(secret: str, found: tuple[str, str] | None) -> str | None:
     if found is None:
         # Checked against a decoy all the same, so that the answer takes as long.
@@ -165,6 +171,11 @@ class MessageStore:
             together=webhooks.record_deliveries,
         )
         self._targets = Group(self._open_database, self._limiter, read_only=True)
+        # Every request with an Idempotency-Key claims it, then saves its answer: two
+        # transactions a request, shared by the requests in flight, which lock their
+        # keys' rows in one order.
+        self._claims = Group(self._open_database, self._limiter, order=_first_two_arguments)
+        self._answers = Group(self._open_database, self._limiter, order=_first_two_arguments)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -240,6 +251,14 @@ class MessageStore:
         ``AlreadyExists`` if a message or the batch id is taken.
         """
         return await self._creates.run(messages.create_messages, list(new), batch, self._now())
+
+    async def resume_messages(
+        self, new: Sequence[NewMessage], *, batch: NewBatch | None = None
+    ) -> list[StoredMessage]:
+        """``create_messages`` for a request resuming its own abandoned ``Idempotency-Key``
+        claim (``RequestIds.resumed``): what its first run stored, as it is now, if it
+        did; else they are created."""
+        return await self._run(messages.resume_messages, list(new), batch, self._now())
 
     async def record_inbound(self, new: NewMessage) -> StoredMessage:
         """Store an inbound message, RECEIVED (whatever ``new.status`` says)."""
@@ -384,7 +403,7 @@ class MessageStore:
         ``abandoned_after`` seconds: longer than any live request may take.
         """
         now = self._now()
-        return await self._run(
+        return await self._claims.run(
             idempotency.claim, tenant, key, request_hash, ttl, now, abandoned_after
         )
 
@@ -392,7 +411,7 @@ class MessageStore:
         self, tenant: str, key: str, status: int, body: Any
     ) -> None:
         """Keep the response to the request that claimed ``key``, for replays."""
-        await self._run(idempotency.save_response, tenant, key, status, body)
+        await self._answers.run(idempotency.save_response, tenant, key, status, body)
 
     async def release_idempotency_key(self, tenant: str, key: str) -> bool:
         """Give up a claim still in progress (the request failed before sending anything)."""
@@ -524,7 +543,11 @@ class MessageStore:
         message: str,
         payload: dict[str, Any],
         deliveries: dict[str, Any],
+        *,
+        request_id: str | None = None,
     ) -> Notification:
+        """Store a notification; ``request_id`` is the id its request gave it
+        (``RequestIds``), to find it again with ``notification_by_request``."""
         return await self._run(
             notifications.create_notification,
             tenant,
@@ -535,6 +558,13 @@ class MessageStore:
             payload,
             deliveries,
             self._now(),
+            request_id,
+        )
+
+    async def notification_by_request(self, tenant: str, request_id: str) -> Notification | None:
+        """The notification its request gave ``request_id``, if it was stored."""
+        return await self._run(
+            notifications.notification_by_request, tenant, request_id, read_only=True
         )
 
     async def get_notification(self, tenant: str, pk: int) -> Notification | None:

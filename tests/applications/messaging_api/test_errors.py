@@ -194,6 +194,35 @@ async def test_a_refused_publish_is_a_503_and_the_message_says_why(
     assert again.status_code == 202, again.text
 
 
+async def test_a_refused_publish_fails_every_message_of_the_request_left_unsent(
+    pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
+):
+    # /messages sends its batch in the request: the first publish is refused, and the
+    # messages after it, stored but never published, must not stay QUEUED either.
+    async with running_pipeline(pipeline_broker, target, unique) as p:
+        for party, address in [("p-1", "+27820000001"), ("p-2", "+27820000002")]:
+            await p.http.put(
+                f"/v1/parties/{party}",
+                json={"channel": "sms", "address": address},
+                headers=await p.auth(),
+            )
+        await pipeline_broker.delete_queue(f"{p.connector}.outbound")
+        refused = await p.post(
+            "/messages",
+            {"messages": [{"party": {"partyId": f"p-{n}"}, "message": "hi"} for n in (1, 2)]},
+        )
+        await pipeline_broker.declare_queue(f"{p.connector}.outbound")
+        listed = (await p.get("/v1/messages")).json()["messages"]
+        stored = [await p.store.get_message("acme", m["messageId"]) for m in listed]
+    problem(refused, 503, "BROKER_UNAVAILABLE")
+    assert [m["status"] for m in listed] == ["DELIVERY_FAILED", "DELIVERY_FAILED"]
+    for message in stored:
+        assert message is not None
+        assert message.transitions[-1].event_type == "publish_failed"
+        assert message.transitions[-1].raw is not None
+        assert "the broker refused the message" in message.transitions[-1].raw["error"]
+
+
 async def test_a_store_that_does_not_answer_is_a_503(tmp_path: Path, unique: str):
     path = tmp_path / "store.db"
     target = StoreTarget("sqlite", f"sqlite:///{path}", {}, path)

@@ -58,7 +58,7 @@ from vumi_like.errors import ProblemError
 from vumi_like.openapi.http import paged, problems
 from vumi_like.openapi.idempotency import IdempotencyHeaders
 from vumi_like.outbound.outbox import Draft
-from vumi_like.stores import StoredMessage, legacy_status
+from vumi_like.stores import RequestIds, StoredMessage, legacy_status
 
 if TYPE_CHECKING:
     from vumi_like.applications.messaging_api.worker import MessagingApi
@@ -141,8 +141,10 @@ def blueprint(api: MessagingApi) -> Blueprint:
     async def send_one(draft: Draft) -> Any:
         principal = api.authenticate()
 
-        async def work() -> tuple[Any, int]:
-            _, [message_id] = await api.outbox.submit(principal.tenant, [draft], batch=False)
+        async def work(ids: RequestIds) -> tuple[Any, int]:
+            _, [message_id] = await api.outbox.submit(
+                principal.tenant, [draft], batch=False, ids=ids
+            )
             return {"messageId": message_id}, 200
 
         return await api.answer_send(principal, work)
@@ -151,11 +153,12 @@ def blueprint(api: MessagingApi) -> Blueprint:
         principal = api.authenticate()
         api.check_batch_size(len(drafts))
 
-        async def work() -> tuple[Any, int]:
-            batch_id, ids = await api.outbox.submit(
-                principal.tenant, drafts, batch=True, asynchronous=asynchronous
+        async def work(ids: RequestIds) -> tuple[Any, int]:
+            batch_id, message_ids = await api.outbox.submit(
+                principal.tenant, drafts, batch=True, asynchronous=asynchronous, ids=ids
             )
-            return {"batchId": batch_id, "messageIds": ids}, 202 if asynchronous else 200
+            status = 202 if asynchronous else 200
+            return {"batchId": batch_id, "messageIds": message_ids}, status
 
         return await api.answer_send(principal, work)
 

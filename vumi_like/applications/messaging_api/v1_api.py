@@ -50,7 +50,7 @@ from vumi_like.messaging.webhooks import new_secret
 from vumi_like.openapi.document import NoContent
 from vumi_like.openapi.http import paged, problems
 from vumi_like.openapi.idempotency import IdempotencyHeaders
-from vumi_like.stores import MessageStatus, Party, StoredMessage, Webhook
+from vumi_like.stores import MessageStatus, Party, RequestIds, StoredMessage, Webhook
 
 if TYPE_CHECKING:
     from vumi_like.applications.messaging_api.worker import MessagingApi
@@ -120,8 +120,10 @@ def blueprint(api: MessagingApi) -> Blueprint:
         principal = api.authenticate()
         draft = data.draft(*api.trace_headers())
 
-        async def work() -> tuple[Any, int]:
-            _, [message_id] = await api.outbox.submit(principal.tenant, [draft], batch=False)
+        async def work(ids: RequestIds) -> tuple[Any, int]:
+            _, [message_id] = await api.outbox.submit(
+                principal.tenant, [draft], batch=False, ids=ids
+            )
             return {"messageId": message_id, "status": MessageStatus.QUEUED.value}, 202
 
         return await api.answer_send(principal, work)
@@ -136,14 +138,14 @@ def blueprint(api: MessagingApi) -> Blueprint:
         api.check_batch_size(len(data.messages))
         drafts = [message.draft(*api.trace_headers()) for message in data.messages]
 
-        async def work() -> tuple[Any, int]:
-            batch_id, ids = await api.outbox.submit(
-                principal.tenant, drafts, batch=True, asynchronous=True
+        async def work(ids: RequestIds) -> tuple[Any, int]:
+            batch_id, message_ids = await api.outbox.submit(
+                principal.tenant, drafts, batch=True, asynchronous=True, ids=ids
             )
             queued = MessageStatus.QUEUED.value
             body = {
                 "batchId": batch_id,
-                "messages": [{"messageId": i, "status": queued} for i in ids],
+                "messages": [{"messageId": i, "status": queued} for i in message_ids],
             }
             return body, 202
 

@@ -49,7 +49,7 @@ from vumi_like.openapi.document import (
 )
 from vumi_like.openapi.idempotency import answer_once
 from vumi_like.outbound.outbox import BatchJob, Outbox
-from vumi_like.stores import StoreUnavailable
+from vumi_like.stores import RequestIds, StoreUnavailable
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker
 
@@ -198,7 +198,7 @@ class MessagingApi(BaseWorker):
             )
 
     async def answer_send(
-        self, principal: Principal, work: Callable[[], Awaitable[tuple[Any, int]]]
+        self, principal: Principal, work: Callable[[RequestIds], Awaitable[tuple[Any, int]]]
     ) -> Response:
         """Run a sending route's ``work`` once per ``Idempotency-Key`` of the tenant,
         within ``request_timeout``."""

@@ -22,9 +22,13 @@ notification as soon as it is known (``deliveries.channels.recipients``), and a 
 that comes back (redelivered after a crash, or retried) skips the recipients already
 done. A broker or store that refuses is retried with the broker-held ``RetryPolicy``
 (``max_retries``...); the last failure marks the backend ``failed`` and dead-letters
-the job with the reason. A recipient can receive a message twice only when it was
-published and not recorded: the worker died in between, or the store went just then
-(the retried job sends it again).
+the job with the reason. A recipient's message has an id derived from the
+notification, the recipient and the attempt (``RequestIds.derived``), so a job handed
+out again after its worker died finds a message the dead run stored and did not
+record, and sends it only if it is still QUEUED, under the same id. A recipient can
+receive a message twice when it was published and not recorded, and either not yet
+acked by its transport when the worker died, or the store went just then (the
+retried job, another attempt, sends it again under a new id).
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ from vumi_like.errors import ProblemError
 from vumi_like.messaging.channels import Channels, message_type_of
 from vumi_like.outbound.outbox import Draft, Outbox
 from vumi_like.retry import RetriesExhausted, RetryLater, RetryPolicy
-from vumi_like.stores import MessageStatus, MessageStore, Notification, StoreUnavailable
+from vumi_like.stores import (
+    MessageStatus,
+    MessageStore,
+    Notification,
+    RequestIds,
+    StoreUnavailable,
+)
 from vumi_like.worker import PublishFailed
 
 __all__ = ["BACKEND", "ChannelsBackend", "FanOutJob"]
@@ -139,7 +149,7 @@ class ChannelsBackend:
                 if done.get(username, {}).get("status", "RETRYING") != "RETRYING":
                     continue  # sent (or refused for good) by an earlier attempt
                 try:
-                    done[username] = await self._send(notification, username)
+                    done[username] = await self._send(notification, username, attempt)
                 except (PublishFailed, StoreUnavailable) as exc:
                     done[username] = {"status": "RETRYING", "reason": str(exc)}
                     raise
@@ -158,10 +168,27 @@ class ChannelsBackend:
             await self._record(notification.id, state, done, "retrying", failure, lenient=True)
             raise
 
-    async def _send(self, notification: Notification, username: str) -> dict[str, Any]:
+    async def _send(
+        self, notification: Notification, username: str, attempt: int
+    ) -> dict[str, Any]:
         draft = await self.draft(notification, username)
+        # A recipient's message has the same id in every run of one attempt of the job:
+        # a run after one that died before recording it (the broker hands the job out
+        # again, as the same attempt) finds it, and sends it only if it is still QUEUED.
+        # A retry is another attempt, with a message of its own: the last one's publish
+        # was refused, or its outcome could not be recorded.
+        ids = RequestIds.derived(
+            "notification",
+            notification.tenant,
+            str(notification.id),
+            notification.created_at.isoformat(),
+            username,
+            str(attempt),
+        )
         try:
-            _, [message_id] = await self.outbox.submit(notification.tenant, [draft], batch=False)
+            _, [message_id] = await self.outbox.submit(
+                notification.tenant, [draft], batch=False, ids=ids
+            )
         except ProblemError as exc:
             if isinstance(exc.__cause__, PublishFailed):
                 # Stored, then refused by the broker: that message is DELIVERY_FAILED in

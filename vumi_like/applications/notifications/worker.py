@@ -104,6 +104,7 @@ from vumi_like.stores import (
     NotificationTarget,
     NotificationUser,
     Permission,
+    RequestIds,
     StoreUnavailable,
 )
 from vumi_like.validation import describe_validation_error
@@ -312,13 +313,16 @@ class NotificationsApi(BaseWorker):
         # A key is the user's own: its replay shows what only they may see.
         owner = json.dumps(["notifications", caller.tenant, caller.username])
 
-        async def work() -> tuple[Any, int]:
-            return notification_body(await self._create(caller)), 201
+        async def work(ids: RequestIds) -> tuple[Any, int]:
+            return notification_body(await self._create(caller, ids)), 201
 
         return await answer_once(self.store, owner, work, time_limit=self.config.request_timeout)
 
-    async def _create(self, caller: NotificationUser) -> Notification:
-        """Check, store and publish the request's notification."""
+    async def _create(self, caller: NotificationUser, ids: RequestIds) -> Notification:
+        """Check, store and publish the request's notification. A request resuming its
+        own abandoned ``Idempotency-Key`` claim publishes the one its first run stored,
+        if it got that far: a duplicate on the topic at worst, never a second
+        notification (the fan-out job skips recipients already sent to)."""
         body = await self._body(NewNotification)
         if _NOT_IN_TARGET_ID.search(body.target_id):
             raise ProblemError(
@@ -349,15 +353,21 @@ class NotificationsApi(BaseWorker):
             author=caller,
             at=_now(),
         )
-        notification = await self.store.create_notification(
-            tenant,
-            body.target_type,
-            body.target_id,
-            caller.username,
-            body.message,
-            payload,
-            {backend: {"state": "queued"} for backend in self.config.backends},
-        )
+        request_id = ids.new() if ids.keyed else None
+        notification = None
+        if ids.resumed and request_id is not None:
+            notification = await self.store.notification_by_request(tenant, request_id)
+        if notification is None:
+            notification = await self.store.create_notification(
+                tenant,
+                body.target_type,
+                body.target_id,
+                caller.username,
+                body.message,
+                payload,
+                {backend: {"state": "queued"} for backend in self.config.backends},
+                request_id=request_id,
+            )
         try:
             # The job first: if the envelope is then refused, the notification is
             # deleted and the job, finding nothing, sends nothing.

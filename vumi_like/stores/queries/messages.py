@@ -49,6 +49,7 @@ __all__ = [
     "history",
     "list_messages",
     "record_inbound",
+    "resume_messages",
 ]
 
 CREATED = "created"  # the event_type of a message's first transition
@@ -170,6 +171,30 @@ def create_many(
     return created
 
 
+def resume_messages(
+    conn: sa.Connection, new: Sequence[NewMessage], batch: NewBatch | None, now: datetime
+) -> list[StoredMessage]:
+    """``create_messages`` for a request run again under its own ``Idempotency-Key`` claim
+    (``RequestIds.resumed``), whose message ids are its first run's: the messages as
+    they are now, with their transitions, if that run stored them (it stored all or
+    none), else created now."""
+    _check_new(new, batch)
+    ids = [message.message_id for message in new]
+    tenants = {message.tenant for message in new}
+    rows = conn.execute(
+        sa.select(messages).where(
+            messages.c.message_id.in_(ids), messages.c.tenant.in_(sorted(tenants))
+        )
+    )
+    found = {row.message_id: _from_row(row) for row in rows}
+    if not found:
+        return create_messages(conn, new, batch, now)
+    if len(found) != len(ids):
+        raise StoreError(f"only {len(found)} of the request's {len(ids)} messages are stored")
+    transitions = _transitions_of(conn, ids)
+    return [attrs.evolve(found[i], transitions=transitions[i]) for i in ids]
+
+
 def record_inbound(conn: sa.Connection, new: NewMessage, now: datetime) -> StoredMessage:
     if new.batch_id is not None:
         raise StoreError("an inbound message belongs to no batch")
@@ -201,18 +226,29 @@ def _transition(row: sa.Row[Any]) -> Transition:
     )
 
 
+def _transitions_of(
+    conn: sa.Connection, message_ids: Sequence[str]
+) -> dict[str, tuple[Transition, ...]]:
+    """Each message's transitions, in the order they were recorded."""
+    events = conn.execute(
+        sa.select(message_events)
+        .where(message_events.c.message_id.in_(message_ids))
+        .order_by(message_events.c.id)
+    )
+    found: dict[str, list[Transition]] = {message_id: [] for message_id in message_ids}
+    for event in events:
+        found[event.message_id].append(_transition(event))
+    return {message_id: tuple(transitions) for message_id, transitions in found.items()}
+
+
 def get_message(conn: sa.Connection, tenant: str, message_id: str) -> StoredMessage | None:
     row = conn.execute(
         sa.select(messages).where(messages.c.message_id == message_id, messages.c.tenant == tenant)
     ).one_or_none()
     if row is None:
         return None
-    events = conn.execute(
-        sa.select(message_events)
-        .where(message_events.c.message_id == message_id)
-        .order_by(message_events.c.id)
-    )
-    return attrs.evolve(_from_row(row), transitions=tuple(_transition(e) for e in events))
+    transitions = _transitions_of(conn, [message_id])[message_id]
+    return attrs.evolve(_from_row(row), transitions=transitions)
 
 
 # The event path's statements, built once: a dispatcher runs them for every batch of

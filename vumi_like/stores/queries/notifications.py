@@ -41,6 +41,7 @@ __all__ = [
     "get_notification",
     "get_target",
     "list_notifications",
+    "notification_by_request",
     "record_delivery",
     "remove_member",
     "set_member",
@@ -228,8 +229,10 @@ def create_notification(
     payload: dict[str, Any],
     deliveries: dict[str, Any],
     now: datetime,
+    request_id: str | None = None,
 ) -> Notification:
-    """Store a notification; its ``payload`` comes back with the id the database chose."""
+    """Store a notification; its ``payload`` comes back with the id the database chose.
+    ``request_id`` is the id its request gave it (``RequestIds``), if it had a key."""
     values = {
         "tenant": tenant,
         "target_type": target_type,
@@ -239,10 +242,22 @@ def create_notification(
         "payload": payload,
         "deliveries": deliveries,
         "created_at": now,
+        "request_id": request_id,
     }
     inserted = conn.execute(notifications.insert().values(**values)).inserted_primary_key
     assert inserted is not None
     return _notification({"id": inserted[0], **values})
+
+
+def notification_by_request(
+    conn: sa.Connection, tenant: str, request_id: str
+) -> Notification | None:
+    """The notification its request gave ``request_id``, if it was stored."""
+    query = sa.select(notifications).where(
+        notifications.c.tenant == tenant, notifications.c.request_id == request_id
+    )
+    row = conn.execute(query).one_or_none()
+    return None if row is None else _notification(row._mapping)
 
 
 # The largest id a notification can have (its column is a 32-bit integer on
