@@ -41,7 +41,9 @@ their brokers' I/O loops on asyncio's loop rather than uvloop's (the report name
 one used), to compare the two.
 
 ``--api-replicas N`` runs N MessagingApi processes (one in quickstart), the client
-POSTing to each in turn, as a load balancer would spread them.
+POSTing to each in turn, as a load balancer would spread them. ``--idempotency-keys``
+sends an ``Idempotency-Key`` of its own with every POST, as a client that retries
+safely does, so the API claims each key and saves each answer.
 
 All webhooks go to one receiver, so the dispatcher's ``per_receiver_concurrency`` (POSTs
 in flight to one receiver; more are put back on the broker for 0.1-0.3 s) matters; it is
@@ -49,7 +51,7 @@ the product's default unless ``--per-receiver-concurrency`` says otherwise.
 
     python bench/api_pipeline.py [--count 2000] [--rate 200] [--concurrency 32]
                                  [--only {rabbitmq,embedded}] [--per-receiver-concurrency N]
-                                 [--api-replicas N]
+                                 [--api-replicas N] [--idempotency-keys]
 
 With the defaults each configuration takes one to one and a half minutes.
 
@@ -460,14 +462,18 @@ class ApiClient:
     urls: list[str]  # the API replicas', message i to the i-th in turn
     headers: dict[str, str]
     poster: Poster = attrs.field(factory=lambda: Poster(max_idle=1000))
+    idempotency_keys: bool = False  # a key of its own with every POST
 
     async def post_message(self, i: int, errors: dict[str, int]) -> str | None:
         """POST one message; its id on a 202, else None with the failure counted."""
         body = json.dumps(message_body(i)).encode()
         url = self.urls[i % len(self.urls)]
+        headers = self.headers
+        if self.idempotency_keys:
+            headers = {**headers, "Idempotency-Key": uuid.uuid4().hex}
         try:
             with trio.fail_after(HTTP_TIMEOUT):
-                answer = await self.poster.post(url, body, self.headers)
+                answer = await self.poster.post(url, body, headers)
         except (PostFailed, trio.TooSlowError) as exc:
             count_error(errors, type(exc).__name__)
             return None
@@ -535,7 +541,11 @@ async def measure(figures: Figures, fleet: Fleet, specs: list[WorkerSpec], args:
             subscribe.raise_for_status()
 
         api_urls = [f"{http_url(spec)}/v1/messages" for spec in specs if is_api(spec)]
-        client = ApiClient(api_urls, {**headers, "content-type": "application/json"})
+        client = ApiClient(
+            api_urls,
+            {**headers, "content-type": "application/json"},
+            idempotency_keys=args.idempotency_keys,
+        )
         try:
             await accept_phase(figures, fleet, client, receiver, args)
             # An open loop must not queue requests in the client, only in the system
@@ -723,12 +733,14 @@ def drop_schema(schema: str) -> None:
 
 
 def report(f: Figures, args: Any) -> None:
+    keyed = args.idempotency_keys
     # A message not delivered (or not accepted) counts as slower than any that was.
     padded = f.latencies_ms + [math.inf] * (f.count - f.delivered)
     p50, p99 = (milliseconds(percentile(padded, p)) for p in (50, 99))
     print(
         f"{f.configuration}: accepted {f.accepted_per_s:.0f} msg/s ({f.count} msgs, "
-        f"{f.concurrency} connections); at {f.rate:g} msg/s offered: p50 {p50}, "
+        f"{f.concurrency} connections{', an Idempotency-Key each' if keyed else ''}); "
+        f"at {f.rate:g} msg/s offered: p50 {p50}, "
         f"p99 {p99} end to end (POST -> DELIVERED webhook), "
         f"{f.delivered}/{f.count} delivered; peak RSS {f.peak_rss_kib / 1024:.0f} MiB "
         f"({f.processes} process{'es' if f.processes > 1 else ''})"
@@ -801,6 +813,12 @@ def main() -> None:
         default=1,
         help="MessagingApi processes (default 1, as in quickstart); the client POSTs to "
         "each in turn",
+    )
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="send an Idempotency-Key of its own with every POST, as a client that "
+        "retries safely does",
     )
     args = parser.parse_args()
     # SIGTERM as Ctrl-C: the script unwinds, stopping the workers and dropping the run's
