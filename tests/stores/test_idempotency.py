@@ -17,10 +17,13 @@ from vumi_like.stores import (
 DAY = 24 * 60 * 60
 
 
-async def test_the_first_claim_of_a_key_owns_it(store: MessageStore) -> None:
+async def test_the_first_claim_of_a_key_owns_it(store: MessageStore, clock: FakeClock) -> None:
     claim = await store.claim_idempotency_key("acme", "k", "h")
     assert claim == IdempotencyClaim(
-        outcome=ClaimOutcome.NEW, claim_id=claim.claim_id, resumed=False
+        outcome=ClaimOutcome.NEW,
+        claim_id=claim.claim_id,
+        resumed=False,
+        claimed_at=clock.now.replace(tzinfo=None),
     )
     assert claim.claim_id is not None and len(claim.claim_id) == 32
 
@@ -140,6 +143,39 @@ async def test_the_same_request_taking_over_its_abandoned_claim_resumes_it(
     clock.advance(41)
     third = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
     assert (third.claim_id, third.resumed) == (first.claim_id, True)
+
+
+@pytest.mark.parametrize("same_request", [True, False], ids=["resumed", "other-request"])
+async def test_a_request_that_outlived_its_claim_leaves_the_takeover_alone(
+    store: MessageStore, clock: FakeClock, same_request: bool
+) -> None:
+    # The first request was stopped past the abandon time, and a retry took its key over.
+    retry_hash = "h" if same_request else "h2"
+    first = await store.claim_idempotency_key("acme", "k", "h", abandoned_after=40)
+    clock.advance(41)
+    retry = await store.claim_idempotency_key("acme", "k", retry_hash, abandoned_after=40)
+    assert retry.outcome is ClaimOutcome.NEW
+    # The first comes back: it neither frees the key under the retry...
+    released = await store.release_idempotency_key("acme", "k", claimed_at=first.claimed_at)
+    assert released is False
+    still = await store.claim_idempotency_key("acme", "k", retry_hash)
+    assert still.outcome is ClaimOutcome.IN_PROGRESS
+    # ...nor answers for it.
+    with pytest.raises(StoreError, match="not claimed by this request"):
+        await store.save_idempotent_response(
+            "acme", "k", 202, {"first": True}, claimed_at=first.claimed_at
+        )
+    await store.save_idempotent_response(
+        "acme", "k", 202, {"retry": True}, claimed_at=retry.claimed_at
+    )
+    replay = await store.claim_idempotency_key("acme", "k", retry_hash)
+    assert (replay.outcome, replay.response_body) == (ClaimOutcome.REPLAY, {"retry": True})
+
+
+async def test_a_claim_releases_itself_by_its_time(store: MessageStore) -> None:
+    claim = await store.claim_idempotency_key("acme", "k", "h")
+    assert await store.release_idempotency_key("acme", "k", claimed_at=claim.claimed_at)
+    assert (await store.claim_idempotency_key("acme", "k", "h")).outcome is ClaimOutcome.NEW
 
 
 async def test_another_request_taking_over_an_abandoned_claim_starts_afresh(

@@ -17,7 +17,9 @@ already; it is then sent twice under its one id (at-least-once), never lost.
 The key is claimed in the store before any work, by an insert that only one replica can
 win (a primary key on the key's owner and the key), so this holds across replicas. When
 the work fails (a 4xx the client can correct, a 503), the claim is released so the
-client may try again with the same key.
+client may try again with the same key. A request saves its answer or releases the key
+only while its own claim holds it: one that outlived its claim (a process stopped past
+``abandoned_after``) leaves alone the retry that took it over.
 
 A key belongs to whoever may read the answer it replays: a Messaging API key to its
 tenant, a Notifications API key to the user who sent it (``owner``).
@@ -170,7 +172,7 @@ async def idempotent(
             trio.move_on_after(5),
             contextlib.suppress(StoreError),
         ):
-            await store.release_idempotency_key(owner, key)
+            await store.release_idempotency_key(owner, key, claimed_at=claim.claimed_at)
         raise
-    await store.save_idempotent_response(owner, key, status, body)
+    await store.save_idempotent_response(owner, key, status, body, claimed_at=claim.claimed_at)
     return body, status, {}

@@ -256,14 +256,17 @@ class ClaimOutcome(StrEnum):
 class IdempotencyClaim:
     """The answer to ``claim_idempotency_key``; the response is set for REPLAY only.
 
-    A NEW claim has its ``claim_id``. It is ``resumed`` when the same request took over
-    its own abandoned claim: the ids are the first run's (``RequestIds``)."""
+    A NEW claim has its ``claim_id``, and the time it was taken (``claimed_at``), by
+    which the request saves its answer or releases the key. It is ``resumed`` when the
+    same request took over its own abandoned claim: the ids are the first run's
+    (``RequestIds``)."""
 
     outcome: ClaimOutcome
     response_status: int | None = None
     response_body: Any = None
     claim_id: str | None = None
     resumed: bool = False
+    claimed_at: datetime | None = None
 
     def request_ids(self) -> RequestIds:
         return RequestIds(claim_id=self.claim_id, resumed=self.resumed)

@@ -408,14 +408,18 @@ class MessageStore:
         )
 
     async def save_idempotent_response(
-        self, tenant: str, key: str, status: int, body: Any
+        self, tenant: str, key: str, status: int, body: Any, *, claimed_at: datetime | None = None
     ) -> None:
-        """Keep the response to the request that claimed ``key``, for replays."""
-        await self._answers.run(idempotency.save_response, tenant, key, status, body)
+        """Keep the response to the request that claimed ``key``, for replays; with
+        ``claimed_at`` (the claim's), only while that claim holds the key."""
+        await self._answers.run(idempotency.save_response, tenant, key, status, body, claimed_at)
 
-    async def release_idempotency_key(self, tenant: str, key: str) -> bool:
-        """Give up a claim still in progress (the request failed before sending anything)."""
-        return await self._run(idempotency.release, tenant, key)
+    async def release_idempotency_key(
+        self, tenant: str, key: str, *, claimed_at: datetime | None = None
+    ) -> bool:
+        """Give up a claim still in progress (the request failed before sending anything);
+        with ``claimed_at`` (the claim's), only that claim, not one taken over since."""
+        return await self._run(idempotency.release, tenant, key, claimed_at)
 
     # -- parties ----------------------------------------------------------------------
 

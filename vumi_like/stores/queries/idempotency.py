@@ -19,7 +19,10 @@ REPLAY (done, here is the response), IN_PROGRESS (the first is still at it) or
 MISMATCH (the key came with a different request).
 
 A caller told NEW saves the response when done (``save_response``), or releases the key
-(``release``) if it failed before anything was sent, so that a retry may go ahead.
+(``release``) if it failed before anything was sent, so that a retry may go ahead. Both
+may name the claim by the time it was taken (``claimed_at``, which a takeover renews):
+then a request that outlived its claim, taken over since by a retry, neither frees the
+key under the retry nor answers for it.
 """
 
 from __future__ import annotations
@@ -74,16 +77,21 @@ def _claim_upsert(dialect: Any) -> Any:
 _CLAIM = {"postgresql": _claim_upsert(postgresql), "sqlite": _claim_upsert(sqlite)}
 _THIS = sa.and_(_keys.tenant == sa.bindparam("owner"), _keys.key == sa.bindparam("the_key"))
 _READ = sa.select(idempotency_keys).where(_THIS)
+_THIS_CLAIM = sa.and_(_THIS, _keys.created_at == sa.bindparam("claimed_at"))
 # Only a claim still in progress: a saved response must keep being replayed.
-_RELEASE = sa.delete(idempotency_keys).where(_THIS, _keys.response_status.is_(None))
-_SAVE = (
-    sa.update(idempotency_keys)
-    .where(_THIS)
+_RELEASE = {
+    claimed: sa.delete(idempotency_keys).where(where, _keys.response_status.is_(None))
+    for claimed, where in ((False, _THIS), (True, _THIS_CLAIM))
+}
+_SAVE = {
+    claimed: sa.update(idempotency_keys)
+    .where(where)
     .values(
         response_status=sa.bindparam("status", type_=_keys.response_status.type),
         response_body=sa.bindparam("body", type_=_keys.response_body.type),
     )
-)
+    for claimed, where in ((False, _THIS), (True, _THIS_CLAIM))
+}
 
 
 def claim(
@@ -115,7 +123,10 @@ def claim(
     ).one_or_none()
     if taken is not None:
         return IdempotencyClaim(
-            outcome=ClaimOutcome.NEW, claim_id=taken.claim_id, resumed=taken.claim_id != claim_id
+            outcome=ClaimOutcome.NEW,
+            claim_id=taken.claim_id,
+            resumed=taken.claim_id != claim_id,
+            claimed_at=now,
         )
     # A conflict with a live row, which the upsert has locked (PostgreSQL) or which the
     # write transaction guards (SQLite): it is still there to be read.
@@ -131,12 +142,24 @@ def claim(
     )
 
 
-def save_response(conn: sa.Connection, tenant: str, key: str, status: int, body: Any) -> None:
-    saved = conn.execute(_SAVE, {"owner": tenant, "the_key": key, "status": status, "body": body})
+def save_response(
+    conn: sa.Connection,
+    tenant: str,
+    key: str,
+    status: int,
+    body: Any,
+    claimed_at: datetime | None = None,
+) -> None:
+    values = {"owner": tenant, "the_key": key, "status": status, "body": body}
+    saved = conn.execute(_SAVE[claimed_at is not None], {**values, "claimed_at": claimed_at})
     if saved.rowcount == 0:
-        raise StoreError(f"idempotency key {key!r} is not claimed")
+        whose = "" if claimed_at is None else " by this request any more"
+        raise StoreError(f"idempotency key {key!r} is not claimed{whose}")
 
 
-def release(conn: sa.Connection, tenant: str, key: str) -> bool:
-    released = conn.execute(_RELEASE, {"owner": tenant, "the_key": key})
+def release(
+    conn: sa.Connection, tenant: str, key: str, claimed_at: datetime | None = None
+) -> bool:
+    values = {"owner": tenant, "the_key": key, "claimed_at": claimed_at}
+    released = conn.execute(_RELEASE[claimed_at is not None], values)
     return released.rowcount > 0
