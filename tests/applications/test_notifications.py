@@ -28,7 +28,7 @@ from vumi_like.applications.notifications import NotificationsApi, Notifications
 from vumi_like.auth import AuthSettings, TokenService
 from vumi_like.broker import BrokerInspector
 from vumi_like.errors import SERVICE_RETRY_AFTER
-from vumi_like.stores import MessageStore, open_store
+from vumi_like.stores import MessageStore, Notification, open_store
 from vumi_like.transports.mqtt import MqttTransport, MqttTransportConfig, open_mqtt_client
 
 JWT_SECRET = "notifications-test-signing-key-0123456789"
@@ -379,33 +379,45 @@ async def test_a_refused_request_frees_its_idempotency_key_for_the_retry(
     assert [n.id for n in stored.items] == [retried.json()["id"]]
 
 
+DEAD_RUN_BODY = json.dumps({"target_type": "xform", "target_id": "1337", "message": "Hi"})
+
+
+async def dead_run_stored(tmp_path: Path) -> Notification:
+    """What a replica killed after storing the notification of ``DEAD_RUN_BODY`` left:
+    the notification, and its claim on the key ``k-dead``, made an hour ago and never
+    answered nor released."""
+    owner = json.dumps(["notifications", "acme", "bob"])
+    raw = DEAD_RUN_BODY.encode()
+    fingerprint = hashlib.sha256(f"POST {PREFIX}\n".encode() + raw).hexdigest()
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+    async with open_store(f"sqlite:///{tmp_path / 'notifications.db'}", clock=clock) as dead:
+        claim = await dead.claim_idempotency_key(owner, "k-dead", fingerprint)
+        return await dead.create_notification(
+            "acme",
+            "xform",
+            "1337",
+            "bob",
+            "Hi",
+            {"message": "Hi"},
+            {"mqtt": {"state": "queued"}},
+            request_id=claim.request_ids().new(),
+        )
+
+
+async def post_dead_runs_request(api: Api) -> httpx.Response:
+    """The request ``dead_run_stored`` left unanswered, sent again with its key."""
+    headers = {"Idempotency-Key": "k-dead", "Content-Type": "application/json"}
+    return await api.http.post(
+        PREFIX, content=DEAD_RUN_BODY, headers={**api.as_user("bob-client"), **headers}
+    )
+
+
 async def test_a_retry_taking_over_a_dead_replicas_request_publishes_what_it_stored(
     broker: BrokerInspector, tmp_path: Path, unique: str
 ):
-    body = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
-    raw = json.dumps(body).encode()
     async with running_api(broker, tmp_path, unique) as api:
-        # A replica killed after storing the notification: its claim on the key, made
-        # an hour ago, was never answered nor released.
-        owner = json.dumps(["notifications", "acme", "bob"])
-        fingerprint = hashlib.sha256(f"POST {PREFIX}\n".encode() + raw).hexdigest()
-        clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
-        async with open_store(f"sqlite:///{tmp_path / 'notifications.db'}", clock=clock) as dead:
-            claim = await dead.claim_idempotency_key(owner, "k-dead", fingerprint)
-            orphan = await dead.create_notification(
-                "acme",
-                "xform",
-                "1337",
-                "bob",
-                "Hi",
-                {"message": "Hi"},
-                {"mqtt": {"state": "queued"}},
-                request_id=claim.request_ids().new(),
-            )
-        headers = {"Idempotency-Key": "k-dead", "Content-Type": "application/json"}
-        retried = await api.http.post(
-            PREFIX, content=raw, headers={**api.as_user("bob-client"), **headers}
-        )
+        orphan = await dead_run_stored(tmp_path)
+        retried = await post_dead_runs_request(api)
         stored = await api.store.list_notifications("acme", "xform", "1337")
         published = [await broker.get(f"{unique}.outbound") for _ in range(2)]
     assert retried.status_code == 201, retried.text
@@ -414,6 +426,27 @@ async def test_a_retry_taking_over_a_dead_replicas_request_publishes_what_it_sto
     assert published[1] is None
     assert published[0] is not None
     assert json.loads(published[0].body)["message_id"] == f"notification-{orphan.id}-mqtt"
+
+
+async def test_a_retry_refused_by_the_broker_keeps_what_the_dead_run_stored_as_failed(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    # The dead run may have published the notification: deleting it would take back
+    # one its readers may have had. It stays, marked failed, and the key is freed.
+    async with running_api(broker, tmp_path, unique) as api:
+        orphan = await dead_run_stored(tmp_path)
+        await broker.delete_queue(f"{unique}.outbound")  # nothing takes it: refused
+        refused = await post_dead_runs_request(api)
+        kept = await api.store.get_notification("acme", orphan.id)
+        await broker.declare_queue(f"{unique}.outbound")
+        again = await post_dead_runs_request(api)
+    problem(refused, 503, "BROKER_UNAVAILABLE")
+    assert kept is not None
+    mqtt = kept.deliveries["mqtt"]
+    assert mqtt["state"] == "failed"
+    assert mqtt["reason"].startswith("the broker refused it: ")
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] != orphan.id
 
 
 async def test_callers_must_be_registry_users_with_a_valid_token(

@@ -357,6 +357,7 @@ class NotificationsApi(BaseWorker):
         notification = None
         if ids.resumed and request_id is not None:
             notification = await self.store.notification_by_request(tenant, request_id)
+        resumed = notification is not None
         if notification is None:
             notification = await self.store.create_notification(
                 tenant,
@@ -378,11 +379,23 @@ class NotificationsApi(BaseWorker):
             if self.mqtt is not None:
                 await self.mqtt.publish(notification)
         except PublishFailed as exc:
-            await self.store.delete_notification(tenant, notification.id)
+            if resumed:
+                # The dead run may have published it already: it stays, what still
+                # waits marked failed. The 503 frees the key: the next try is new.
+                await self._fail_queued(notification, f"the broker refused it: {exc}")
+            else:
+                await self.store.delete_notification(tenant, notification.id)
             raise ProblemError(
                 503, f"the message could not be queued: {exc}", code="BROKER_UNAVAILABLE"
             ) from exc
         return notification
+
+    async def _fail_queued(self, notification: Notification, reason: str) -> None:
+        """Mark each of ``notification``'s backends still ``queued`` failed, with why."""
+        for backend, outcome in notification.deliveries.items():
+            if outcome.get("state") == "queued":
+                failed = {"state": "failed", "at": _now().isoformat(), "reason": reason}
+                await self.store.record_notification_delivery(notification.id, backend, failed)
 
     async def _list_route(self) -> Response:
         caller = await self.caller()
