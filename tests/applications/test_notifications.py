@@ -25,6 +25,7 @@ from tests.stores.conftest import FakeClock
 from tests.test_worker import free_port, running_worker
 from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.applications.notifications import NotificationsApi, NotificationsApiConfig
+from vumi_like.applications.notifications.payload import seed_payload
 from vumi_like.auth import AuthSettings, TokenService
 from vumi_like.broker import BrokerInspector
 from vumi_like.errors import SERVICE_RETRY_AFTER
@@ -40,6 +41,7 @@ class Api:
     http: httpx.AsyncClient
     store: MessageStore
     tokens: TokenService
+    store_url: str
 
     def as_user(self, client_id: str, tenant: str = "acme") -> dict[str, str]:
         token = self.tokens.issue(client_id, tenant)["access_token"]
@@ -98,7 +100,7 @@ async def running_api(
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
         )
-        yield Api(http, store, TokenService(auth))
+        yield Api(http, store, TokenService(auth), store_url)
 
 
 def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -379,45 +381,64 @@ async def test_a_refused_request_frees_its_idempotency_key_for_the_retry(
     assert [n.id for n in stored.items] == [retried.json()["id"]]
 
 
-DEAD_RUN_BODY = json.dumps({"target_type": "xform", "target_id": "1337", "message": "Hi"})
+DEAD_RUN_BODY = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
 
 
-async def dead_run_stored(tmp_path: Path) -> Notification:
-    """What a replica killed after storing the notification of ``DEAD_RUN_BODY`` left:
-    the notification, and its claim on the key ``k-dead``, made an hour ago and never
+async def dead_run_stored(
+    store_url: str,
+    author: str = "bob",
+    body: dict[str, str] = DEAD_RUN_BODY,
+    backends: tuple[str, ...] = ("mqtt",),
+) -> Notification:
+    """What a replica killed after storing ``author``'s notification ``body`` left: the
+    notification, and its claim on the key ``k-dead``, made an hour ago and never
     answered nor released."""
-    owner = json.dumps(["notifications", "acme", "bob"])
-    raw = DEAD_RUN_BODY.encode()
-    fingerprint = hashlib.sha256(f"POST {PREFIX}\n".encode() + raw).hexdigest()
+    owner = json.dumps(["notifications", "acme", author])
+    fingerprint = hashlib.sha256(f"POST {PREFIX}\n".encode() + json.dumps(body).encode())
     clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
-    async with open_store(f"sqlite:///{tmp_path / 'notifications.db'}", clock=clock) as dead:
-        claim = await dead.claim_idempotency_key(owner, "k-dead", fingerprint)
+    async with open_store(store_url, clock=clock) as dead:
+        claim = await dead.claim_idempotency_key(owner, "k-dead", fingerprint.hexdigest())
+        target_type, target_id = body["target_type"], body["target_id"]
+        user = await dead.notification_user("acme", author)
+        assert user is not None
+        payload = seed_payload(
+            message=body["message"],
+            target_type=target_type,
+            target_id=target_id,
+            target_user=None,
+            target=await dead.notification_target("acme", target_type, target_id),
+            author=user,
+            at=clock.now,
+        )
         return await dead.create_notification(
             "acme",
-            "xform",
-            "1337",
-            "bob",
-            "Hi",
-            {"message": "Hi"},
-            {"mqtt": {"state": "queued"}},
+            target_type,
+            target_id,
+            author,
+            body["message"],
+            payload,
+            {backend: {"state": "queued"} for backend in backends},
             request_id=claim.request_ids().new(),
         )
 
 
-async def post_dead_runs_request(api: Api) -> httpx.Response:
-    """The request ``dead_run_stored`` left unanswered, sent again with its key."""
+async def post_dead_runs_request(
+    http: httpx.AsyncClient,
+    user: dict[str, str],
+    body: dict[str, str] = DEAD_RUN_BODY,
+) -> httpx.Response:
+    """The request ``dead_run_stored`` left unanswered, sent again by ``user`` (its
+    authorization header) with its key."""
     headers = {"Idempotency-Key": "k-dead", "Content-Type": "application/json"}
-    return await api.http.post(
-        PREFIX, content=DEAD_RUN_BODY, headers={**api.as_user("bob-client"), **headers}
-    )
+    return await http.post(PREFIX, content=json.dumps(body), headers={**user, **headers})
 
 
 async def test_a_retry_taking_over_a_dead_replicas_request_publishes_what_it_stored(
     broker: BrokerInspector, tmp_path: Path, unique: str
 ):
     async with running_api(broker, tmp_path, unique) as api:
-        orphan = await dead_run_stored(tmp_path)
-        retried = await post_dead_runs_request(api)
+        orphan = await dead_run_stored(api.store_url)
+        retried = await post_dead_runs_request(api.http, api.as_user("bob-client"))
         stored = await api.store.list_notifications("acme", "xform", "1337")
         published = [await broker.get(f"{unique}.outbound") for _ in range(2)]
     assert retried.status_code == 201, retried.text
@@ -434,12 +455,12 @@ async def test_a_retry_refused_by_the_broker_keeps_what_the_dead_run_stored_as_f
     # The dead run may have published the notification: deleting it would take back
     # one its readers may have had. It stays, marked failed, and the key is freed.
     async with running_api(broker, tmp_path, unique) as api:
-        orphan = await dead_run_stored(tmp_path)
+        orphan = await dead_run_stored(api.store_url)
         await broker.delete_queue(f"{unique}.outbound")  # nothing takes it: refused
-        refused = await post_dead_runs_request(api)
+        refused = await post_dead_runs_request(api.http, api.as_user("bob-client"))
         kept = await api.store.get_notification("acme", orphan.id)
         await broker.declare_queue(f"{unique}.outbound")
-        again = await post_dead_runs_request(api)
+        again = await post_dead_runs_request(api.http, api.as_user("bob-client"))
     problem(refused, 503, "BROKER_UNAVAILABLE")
     assert kept is not None
     mqtt = kept.deliveries["mqtt"]

@@ -23,6 +23,7 @@ from tests.applications.messaging_api.harness import (
     channels,
     running_pipeline,
 )
+from tests.applications.test_notifications import dead_run_stored, post_dead_runs_request
 from tests.dispatch.conftest import poll
 from tests.stores.conftest import StoreTarget
 from tests.test_worker import free_port, running_worker
@@ -42,6 +43,7 @@ class FanOut:
     http: httpx.AsyncClient
     tokens: TokenService
     api: NotificationsApi
+    store_url: str
 
     def as_user(self, username: str) -> dict[str, str]:
         token = self.tokens.issue(f"{username}-client", "acme")["access_token"]
@@ -118,7 +120,8 @@ async def running_fanout(
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
         )
-        yield FanOut(p, http, TokenService(AuthSettings(jwt_secret=JWT_SECRET)), api)
+        tokens = TokenService(AuthSettings(jwt_secret=JWT_SECRET))
+        yield FanOut(p, http, tokens, api, target.url)
 
 
 async def test_a_project_message_reaches_each_member_on_their_channel(
@@ -221,6 +224,33 @@ async def test_a_fan_out_run_again_after_its_worker_died_sends_nothing_twice(
             "ack",
             "delivery_report",
         ]
+
+
+async def test_a_resumed_request_refused_on_one_backend_fails_that_one_alone(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    # A dead replica's notification to project 7, for both backends. Its retry queues
+    # the fan-out job, then the MQTT envelope is refused: the notification stays (the
+    # dead run may have published it), MQTT failed, and the fan-out goes ahead.
+    body = {"target_type": "project", "target_id": "7", "message": "Meeting at 3"}
+    backends = {"backends": ["channels", "mqtt"], "mqtt_connector": f"{unique}-mqtt"}
+    async with running_fanout(broker, tmp_path, unique, **backends) as f:
+        orphan = await dead_run_stored(f.store_url, "ann", body, ("channels", "mqtt"))
+        await broker.delete_queue(f"{unique}-mqtt.outbound")  # nothing takes it: refused
+        refused = await post_dead_runs_request(f.http, f.as_user("ann"), body)
+        at_refusal = await f.channels_outcome("ann", orphan.id)
+
+        async def fanned_out() -> bool:
+            return (await f.channels_outcome("ann", orphan.id))["state"] == "done"
+
+        await poll(fanned_out, within=20)
+        kept = await f.api.store.get_notification("acme", orphan.id)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "BROKER_UNAVAILABLE"
+    assert kept is not None
+    assert kept.deliveries["mqtt"]["state"] == "failed"
+    assert kept.deliveries["mqtt"]["reason"].startswith("the broker refused it: ")
+    assert at_refusal["state"] != "failed", at_refusal  # its job was queued
 
 
 async def test_a_refused_publish_is_retried_until_the_broker_takes_it(

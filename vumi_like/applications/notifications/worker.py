@@ -65,6 +65,7 @@ from quart_schema import (
 )
 
 from vumi_like.applications.notifications.config import NotificationsApiConfig
+from vumi_like.applications.notifications.fanout import BACKEND as CHANNELS
 from vumi_like.applications.notifications.fanout import ChannelsBackend, FanOutJob
 from vumi_like.applications.notifications.models import (
     ListQuery,
@@ -369,6 +370,7 @@ class NotificationsApi(BaseWorker):
                 {backend: {"state": "queued"} for backend in self.config.backends},
                 request_id=request_id,
             )
+        queued: list[str] = []  # the backends its publishes have gone to
         try:
             # The job first: if the envelope is then refused, the notification is
             # deleted and the job, finding nothing, sends nothing.
@@ -376,13 +378,15 @@ class NotificationsApi(BaseWorker):
                 await self.fanout_jobs.publish(
                     FanOutJob(tenant=tenant, notification_id=notification.id)
                 )
+                queued.append(CHANNELS)
             if self.mqtt is not None:
                 await self.mqtt.publish(notification)
         except PublishFailed as exc:
             if resumed:
-                # The dead run may have published it already: it stays, what still
-                # waits marked failed. The 503 frees the key: the next try is new.
-                await self._fail_queued(notification, f"the broker refused it: {exc}")
+                # The dead run may have published it already: it stays, the backends
+                # not reached marked failed. The 503 frees the key: the next try is new.
+                failed = [b for b in notification.deliveries if b not in queued]
+                await self._fail_queued(notification, failed, f"the broker refused it: {exc}")
             else:
                 await self.store.delete_notification(tenant, notification.id)
             raise ProblemError(
@@ -390,10 +394,12 @@ class NotificationsApi(BaseWorker):
             ) from exc
         return notification
 
-    async def _fail_queued(self, notification: Notification, reason: str) -> None:
-        """Mark each of ``notification``'s backends still ``queued`` failed, with why."""
-        for backend, outcome in notification.deliveries.items():
-            if outcome.get("state") == "queued":
+    async def _fail_queued(
+        self, notification: Notification, backends: list[str], reason: str
+    ) -> None:
+        """Mark each of ``backends`` still ``queued`` for ``notification`` failed, with why."""
+        for backend in backends:
+            if notification.deliveries[backend].get("state") == "queued":
                 failed = {"state": "failed", "at": _now().isoformat(), "reason": reason}
                 await self.store.record_notification_delivery(notification.id, backend, failed)
 
