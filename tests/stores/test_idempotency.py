@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import trio
 
 from tests.stores.conftest import FakeClock, StoreTarget
+from vumi_like.openapi.idempotency import idempotent
 from vumi_like.stores import (
+    ClaimLost,
     ClaimOutcome,
     IdempotencyClaim,
     MessageStore,
@@ -161,7 +165,7 @@ async def test_a_request_that_outlived_its_claim_leaves_the_takeover_alone(
     still = await store.claim_idempotency_key("acme", "k", retry_hash)
     assert still.outcome is ClaimOutcome.IN_PROGRESS
     # ...nor answers for it.
-    with pytest.raises(StoreError, match="not claimed by this request"):
+    with pytest.raises(ClaimLost):
         await store.save_idempotent_response(
             "acme", "k", 202, {"first": True}, claimed_at=first.claimed_at
         )
@@ -170,6 +174,25 @@ async def test_a_request_that_outlived_its_claim_leaves_the_takeover_alone(
     )
     replay = await store.claim_idempotency_key("acme", "k", retry_hash)
     assert (replay.outcome, replay.response_body) == (ClaimOutcome.REPLAY, {"retry": True})
+
+
+async def test_a_request_that_outlived_its_claim_still_answers_its_client(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    request_hash = hashlib.sha256(b"request").hexdigest()
+
+    async def work(ids: RequestIds) -> tuple[dict[str, bool], int]:
+        # Stopped past the abandon time: the client's retry takes the key over meanwhile.
+        clock.advance(41)
+        retry = await store.claim_idempotency_key("acme", "k", request_hash, abandoned_after=40)
+        assert (retry.outcome, retry.resumed) == (ClaimOutcome.NEW, True)
+        return {"first": True}, 202
+
+    answer = await idempotent(store, "acme", "k", b"request", work, abandoned_after=40)
+    assert answer == ({"first": True}, 202, {})
+    # Its answer was not kept: the key is the retry's, still in progress.
+    still = await store.claim_idempotency_key("acme", "k", request_hash, abandoned_after=40)
+    assert still.outcome is ClaimOutcome.IN_PROGRESS
 
 
 async def test_a_claim_releases_itself_by_its_time(store: MessageStore) -> None:

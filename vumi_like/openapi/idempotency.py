@@ -19,7 +19,8 @@ win (a primary key on the key's owner and the key), so this holds across replica
 the work fails (a 4xx the client can correct, a 503), the claim is released so the
 client may try again with the same key. A request saves its answer or releases the key
 only while its own claim holds it: one that outlived its claim (a process stopped past
-``abandoned_after``) leaves alone the retry that took it over.
+``abandoned_after``) leaves alone the retry that took it over, and answers its own
+client with what it did.
 
 A key belongs to whoever may read the answer it replays: a Messaging API key to its
 tenant, a Notifications API key to the user who sent it (``owner``).
@@ -36,6 +37,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 import trio
 from pydantic import BaseModel, Field
 from quart import Response, request
@@ -43,6 +45,7 @@ from quart import Response, request
 from vumi_like.errors import ProblemError
 from vumi_like.openapi.http import json_response
 from vumi_like.stores import (
+    ClaimLost,
     ClaimOutcome,
     MessageStore,
     RequestIds,
@@ -57,6 +60,8 @@ __all__ = [
     "answer_once",
     "idempotent",
 ]
+
+log = structlog.get_logger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -174,5 +179,10 @@ async def idempotent(
         ):
             await store.release_idempotency_key(owner, key, claimed_at=claim.claimed_at)
         raise
-    await store.save_idempotent_response(owner, key, status, body, claimed_at=claim.claimed_at)
+    try:
+        await store.save_idempotent_response(owner, key, status, body, claimed_at=claim.claimed_at)
+    except ClaimLost:
+        # Outlived its claim, which a retry took over: that retry's answer is the one
+        # kept. This one is still true of what this run did, and its client may be there.
+        log.warning("idempotency claim taken over before the answer", owner=owner, key=key)
     return body, status, {}

@@ -9,7 +9,13 @@ upgrades a database's schema.
 from __future__ import annotations
 
 from vumi_like.stores.client_secrets import hash_secret, verify_secret
-from vumi_like.stores.errors import AlreadyExists, InvalidCursor, StoreError, StoreUnavailable
+from vumi_like.stores.errors import (
+    AlreadyExists,
+    ClaimLost,
+    InvalidCursor,
+    StoreError,
+    StoreUnavailable,
+)
 from vumi_like.stores.migrate import current_revision, head_revision, upgrade
 from vumi_like.stores.models import (
     ChannelStatus,
@@ -58,6 +64,7 @@ __all__ = [
     "AlreadyExists",
     "ChannelStatus",
     "ChannelType",
+    "ClaimLost",
     "ClaimOutcome",
     "ClientInfo",
     "ConversationMessageStatus",

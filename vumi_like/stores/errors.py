@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vumi_like.retry import ServiceUnavailable
 
-__all__ = ["AlreadyExists", "InvalidCursor", "StoreError", "StoreUnavailable"]
+__all__ = ["AlreadyExists", "ClaimLost", "InvalidCursor", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(Exception):
@@ -25,3 +25,7 @@ class AlreadyExists(StoreError):
 
 class InvalidCursor(StoreError):
     """A page cursor that this store did not hand out (or not for this listing)."""
+
+
+class ClaimLost(StoreError):
+    """An idempotency key's claim was taken over by another run: its answer is not kept."""

@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from vumi_like.stores.errors import StoreError
+from vumi_like.stores.errors import ClaimLost, StoreError
 from vumi_like.stores.models import ClaimOutcome, IdempotencyClaim, new_id
 from vumi_like.stores.schema import idempotency_keys
 
@@ -153,8 +153,9 @@ def save_response(
     values = {"owner": tenant, "the_key": key, "status": status, "body": body}
     saved = conn.execute(_SAVE[claimed_at is not None], {**values, "claimed_at": claimed_at})
     if saved.rowcount == 0:
-        whose = "" if claimed_at is None else " by this request any more"
-        raise StoreError(f"idempotency key {key!r} is not claimed{whose}")
+        if claimed_at is not None:
+            raise ClaimLost(f"idempotency key {key!r} is not claimed by this request any more")
+        raise StoreError(f"idempotency key {key!r} is not claimed")
 
 
 def release(
