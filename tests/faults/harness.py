@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
 import itertools
 import json
 import math
@@ -55,6 +56,7 @@ import trio
 import yaml
 
 from tests.conftest import IN_CI
+from tests.transports.mqtt.private_broker import mosquitto_binary
 from tests.transports.smpp.smsc import FakeSmsc, receipt
 from vumi_like.broker import BrokerInspector, open_inspector
 from vumi_like.broker.base import HEADER_DL_ERROR
@@ -586,6 +588,42 @@ class PrivateRedis:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        self._dir.cleanup()
+
+
+class PrivateMosquitto:
+    """A Mosquitto of the test's own, which queues without limit for a subscriber that
+    falls behind. The shared one keeps at most 1,000 messages for it (Mosquitto's
+    default ``max_queued_messages``) and drops the rest, which a test counting at its
+    own subscriber would take for messages the transport lost."""
+
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="vumi-faults-mosquitto-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrivateMosquitto:
+        binary = require_program(mosquitto_binary(), "mosquitto")
+        config = Path(self._dir.name) / "mosquitto.conf"
+        config.write_text(
+            "persistence false\n"
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            "max_queued_messages 0\n"
+            f"listener {self.port} {self.host}\n"
+        )
+        self._process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_port(self.port, 10, self._process)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)
         self._dir.cleanup()
 
 

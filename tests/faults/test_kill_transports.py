@@ -16,8 +16,9 @@ answered come again to the restarted one.
   submit_sm answered after the kill is sent again under a new id; the receipt for
   the id nobody read matches no message and is dead-lettered with that reason (after
   ``unmatched_report_retries``): such letters are allowed, and only for those ids.
-* **MQTT**: published to the shared Mosquitto at QoS 1 on a topic of the test's; a
-  subscriber on it (QoS 1, acknowledging each) counts them by the payload's id.
+* **MQTT**: published at QoS 1 to a Mosquitto of the test's own, which queues without
+  limit for a subscriber that falls behind (``PrivateMosquitto``); a subscriber (QoS 1,
+  acknowledging each) counts them by the payload's id.
 * **SMTP**: mailed through aiosmtpd (on a thread of the test's), counted by each
   mail's ``Message-ID`` (the envelope's message id).
 * **HTTP SMS** (``preset: kannel``, the default in-process message cache): a fake
@@ -52,6 +53,7 @@ from tests.faults.harness import (
     RECEIPT_TIMEOUT,
     SMPP,
     Fleet,
+    PrivateMosquitto,
     Tally,
     event_tallies,
     fleet_in_tmp,
@@ -187,9 +189,14 @@ async def test_kill_9_of_smpp_transport_loses_nothing(services: None, unique: st
 # -- MQTT
 
 
-async def test_kill_9_of_mqtt_transport_loses_nothing(
-    services: None, mosquitto: tuple[str, int], unique: str
-) -> None:
+async def test_kill_9_of_mqtt_transport_loses_nothing(services: None, unique: str) -> None:
+    # A Mosquitto of its own: the subscriber counting at the far end may fall behind
+    # by more than the shared one keeps for it.
+    with PrivateMosquitto() as mosquitto:
+        await _kill_mqtt_transport(mosquitto.host, mosquitto.port, unique)
+
+
+async def _kill_mqtt_transport(host: str, port: int, unique: str) -> None:
     transport = f"{unique}-mqtt"
     target = {"target_type": "user", "target_id": "kill"}
     messages = [
@@ -199,15 +206,15 @@ async def test_kill_9_of_mqtt_transport_loses_nothing(
     published = Tally(sent={m.message_id for m in messages})  # by the payload's id
     config = {
         "transport_name": transport,
-        "host": mosquitto[0],
-        "port": mosquitto[1],
+        "host": host,
+        "port": port,
         "topic_base": unique,
         "qos": 1,
         "worker_concurrency": 50,
     }
     async with (
         own_broker(transport_queues(transport)) as broker,
-        open_mqtt_client(quick_settings(mosquitto[1], host=mosquitto[0])) as device,
+        open_mqtt_client(quick_settings(port, host=host)) as device,
     ):
         await device.wait_connected()
         await device.subscribe(f"/{unique}/user/kill/messages/publish", qos=1)
