@@ -33,6 +33,7 @@ a transport may then see a message twice (its ``message_id`` is the same).
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -309,19 +310,24 @@ class Outbox:
             reason = "the request ended (timed out, or its client left) before it was sent"
         else:
             reason = f"the request failed before it was sent: {exc!r}"
+
+        async def fail(message_id: str) -> None:
+            with contextlib.suppress(StoreError):
+                await self.store.apply_event(
+                    message_id,
+                    event_id=None,
+                    event_type=PUBLISH_FAILED,
+                    proposed_status=MessageStatus.DELIVERY_FAILED,
+                    occurred_at=_now(),
+                    raw={"error": reason},
+                )
+
+        # All at once, so that the store applies them in shared transactions: one by
+        # one, a batch of a thousand would outlast the time allowed.
         with trio.CancelScope(shield=True), trio.move_on_after(_FAIL_UNSENT_TIME):
-            for message_id in message_ids:
-                try:
-                    await self.store.apply_event(
-                        message_id,
-                        event_id=None,
-                        event_type=PUBLISH_FAILED,
-                        proposed_status=MessageStatus.DELIVERY_FAILED,
-                        occurred_at=_now(),
-                        raw={"error": reason},
-                    )
-                except StoreError:
-                    return
+            async with trio.open_nursery() as nursery:
+                for message_id in message_ids:
+                    nursery.start_soon(fail, message_id)
 
 
 def _broker_unavailable() -> ProblemError:
