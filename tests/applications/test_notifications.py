@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,11 @@ from tests.test_worker import free_port, running_worker
 from tests.transports.mqtt.conftest import quick_settings
 from vumi_like.applications.notifications import NotificationsApi, NotificationsApiConfig
 from vumi_like.applications.notifications.payload import seed_payload
+from vumi_like.applications.notifications.worker import ABANDONED_REASON
 from vumi_like.auth import AuthSettings, TokenService
 from vumi_like.broker import BrokerInspector
 from vumi_like.errors import SERVICE_RETRY_AFTER
+from vumi_like.outbound.unsent import STORE_BACK_GRACE
 from vumi_like.stores import MessageStore, Notification, open_store
 from vumi_like.transports.mqtt import MqttTransport, MqttTransportConfig, open_mqtt_client
 
@@ -74,13 +77,21 @@ async def registry(store: MessageStore) -> None:
 
 @asynccontextmanager
 async def running_api(
-    broker: BrokerInspector, tmp_path: Path, unique: str, mqtt_port: int | None = None
+    broker: BrokerInspector,
+    tmp_path: Path,
+    unique: str,
+    mqtt_port: int | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Api]:
     store_url = f"sqlite:///{tmp_path / 'notifications.db'}"
     auth = AuthSettings(jwt_secret=JWT_SECRET)
     port = free_port()
     config = NotificationsApiConfig(
-        http_bind=f"127.0.0.1:{port}", store_url=store_url, auth=auth, mqtt_connector=unique
+        http_bind=f"127.0.0.1:{port}",
+        store_url=store_url,
+        auth=auth,
+        mqtt_connector=unique,
+        **settings,
     )
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(store_url))
@@ -382,6 +393,7 @@ async def test_a_refused_request_frees_its_idempotency_key_for_the_retry(
 
 
 DEAD_RUN_BODY = {"target_type": "xform", "target_id": "1337", "message": "Hi"}
+UNSENT_NOTIFICATIONS = "SELECT notification_id FROM unsent_notifications"
 
 
 async def dead_run_stored(
@@ -577,3 +589,36 @@ async def test_forms_and_projects_are_managed_by_their_admins(
     problem(dora_posts, 403, "FORBIDDEN")
     problem(form_id_on_project, 400, "VALIDATION_FAILED")
     problem(bad_type, 404, "TARGET_NOT_FOUND")
+
+
+async def test_what_a_dead_replica_stored_and_never_published_is_marked_failed(
+    broker: BrokerInspector, tmp_path: Path, unique: str
+):
+    quick = {"request_timeout": 1, "unsent_sweep_interval": 0.2}
+    async with running_api(broker, tmp_path, unique, **quick) as api:
+        # Stored an hour ago by a replica that died before publishing it; no retry.
+        orphan = await dead_run_stored(api.store_url)
+        created = await api.post("bob-client", DEAD_RUN_BODY)
+        assert created.status_code == 201, created.text
+        fresh = created.json()["id"]
+
+        def unsent() -> set[int]:
+            with sqlite3.connect(tmp_path / "notifications.db") as lite:
+                return {row[0] for row in lite.execute(UNSENT_NOTIFICATIONS)}
+
+        async def struck_off() -> bool:
+            return fresh not in unsent()  # published: its replica strikes it off
+
+        async def swept() -> bool:
+            found = await api.store.get_notification("acme", orphan.id)
+            return found is not None and found.deliveries["mqtt"]["state"] != "queued"
+
+        await poll(struck_off, within=5)
+        await poll(swept, within=STORE_BACK_GRACE + 10)
+        kept = await api.store.get_notification("acme", orphan.id)
+        published = await api.store.get_notification("acme", fresh)
+    assert kept is not None and published is not None
+    assert kept.deliveries["mqtt"]["state"] == "failed"
+    assert kept.deliveries["mqtt"]["reason"] == ABANDONED_REASON
+    assert published.deliveries["mqtt"] == {"state": "queued"}  # no transport acks it here
+    assert unsent() == set()

@@ -306,7 +306,8 @@ async def test_creations_made_as_one_are_those_made_one_after_the_other(
     other = new_message(tenant="globex")
     now = to_db(clock())
     created = await store._run(
-        create_many, [([single], None, now), (batched, batch, now), ([other], None, now)]
+        create_many,
+        [([single], None, now, True), (batched, batch, now, True), ([other], None, now, False)],
     )
     assert [[m.message_id for m in c] for c in created] == [
         [single.message_id],

@@ -25,6 +25,12 @@ with the same ``Idempotency-Key`` takes the claim over once it is abandoned, and
 resumes it (``RequestIds``): it finds the messages the dead run stored, under the same
 ids, and sends those still QUEUED, rather than storing new ones.
 
+What no retry resumes is found all the same (``unsent.py``): each message to send is
+stored with a row among the unsent messages, struck off once the broker confirmed it
+or the request marked it failed; what a dead replica left there is marked
+DELIVERY_FAILED by any replica's sweep. A message that an event moved on meanwhile was
+published after all, and is left as it is.
+
 At-least-once, as everywhere: a replica that dies while publishing a batch leaves the
 batch job unacked, and the replica that takes it over publishes the whole batch again;
 a transport may then see a message twice (its ``message_id`` is the same).
@@ -47,6 +53,7 @@ from vumi_like.messages import Message
 from vumi_like.messaging.channels import ChannelConfig, Channels, message_type_of
 from vumi_like.messaging.subscriptions import Subscriptions
 from vumi_like.messaging.webhooks import queue_webhooks, status_body
+from vumi_like.outbound.unsent import Unsent
 from vumi_like.stores import (
     MessageStatus,
     MessageStore,
@@ -101,6 +108,9 @@ PUBLISH_FAILED = "publish_failed"
 # before it frees its Idempotency-Key (``ABANDONED_CLAIM_MARGIN`` counts them).
 _FAIL_UNSENT_TIME = 2
 
+# What a message stored by a request whose replica died before sending it is marked with.
+ABANDONED_REASON = "the API replica that took its request stopped before sending it"
+
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -116,13 +126,23 @@ class Outbox:
         webhooks: JobConnector,
         batches: JobConnector,
         subscriptions: Subscriptions,
+        track_unsent: bool = True,
     ) -> None:
+        """``track_unsent``: keep what it stores to send among the unsent (``unsent``,
+        whose ``keep`` the owner runs; None without), for a caller whose dead runs
+        nothing else finds; the notifications' fan-out, run again by the broker, finds
+        its own."""
         self.store = store
         self.subscriptions = subscriptions
         self.channels = channels
         self.connector = connector
         self.webhooks = webhooks
         self.batches = batches
+        self.unsent: Unsent[str] | None = (
+            Unsent(forget=store.forget_unsent, sweep=self._sweep_unsent, what="messages")
+            if track_unsent
+            else None
+        )
 
     # -- checks and envelopes
 
@@ -229,7 +249,9 @@ class Outbox:
         records = [record for record, _ in prepared]
         new_batch = NewBatch(tenant=tenant, batch_id=batch_id) if batch_id else None
         if ids.resumed:
-            stored = await self.store.resume_messages(records, batch=new_batch)
+            stored = await self.store.resume_messages(
+                records, batch=new_batch, unsent=self.unsent is not None
+            )
             if any(t.event_type == PUBLISH_FAILED for m in stored for t in m.transitions):
                 # The first run failed, and marked what it had not sent: the request
                 # failed, as that run answered (or would have), and its client starts
@@ -239,7 +261,9 @@ class Outbox:
                 )
             queued = {m.message_id for m in stored if m.status == MessageStatus.QUEUED}
         else:
-            await self.store.create_messages(records, batch=new_batch)
+            await self.store.create_messages(
+                records, batch=new_batch, unsent=self.unsent is not None
+            )
             queued = {record.message_id for record in records}
         to_send = [(r, env) for r, env in prepared if env is not None and r.message_id in queued]
         send_ids = [record.message_id for record, _ in to_send]
@@ -250,11 +274,13 @@ class Outbox:
                     BatchJob(tenant=tenant, batch_id=batch_id, message_ids=send_ids)
                 )
                 published = len(to_send)
+                self._settled(*send_ids)  # the job sends them, or marks them failed
             else:
                 for record, envelope in to_send:
                     at = _now()  # queued: before the transport can have acked it
                     await self.connector.publish_outbound(envelope)
                     published += 1
+                    self._settled(record.message_id)
                     await self._queue_webhooks(tenant, record, at)
         except BaseException as exc:
             await self._fail_unsent(send_ids[published:], exc)
@@ -321,6 +347,7 @@ class Outbox:
                     occurred_at=_now(),
                     raw={"error": reason},
                 )
+                self._settled(message_id)
 
         # All at once, so that the store applies them in shared transactions: one by
         # one, a batch of a thousand would outlast the time allowed.
@@ -328,6 +355,15 @@ class Outbox:
             async with trio.open_nursery() as nursery:
                 for message_id in message_ids:
                     nursery.start_soon(fail, message_id)
+
+    def _settled(self, *message_ids: str) -> None:
+        if self.unsent is not None:
+            self.unsent.settled(*message_ids)
+
+    async def _sweep_unsent(self, older_than: float) -> list[str]:
+        return await self.store.fail_abandoned_unsent(
+            older_than, event_type=PUBLISH_FAILED, raw={"error": ABANDONED_REASON}
+        )
 
 
 def _broker_unavailable() -> ProblemError:

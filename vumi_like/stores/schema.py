@@ -34,6 +34,8 @@ __all__ = [
     "notification_users",
     "notifications",
     "parties",
+    "unsent_messages",
+    "unsent_notifications",
     "vcita_businesses",
     "vcita_channels",
     "vcita_messages",
@@ -103,6 +105,18 @@ message_events = sa.Table(
     # are distinct on both databases), so events without an id are all kept.
     sa.UniqueConstraint("message_id", "event_id"),
     sa.Index("ix_message_events_message_id_id", "message_id", "id"),
+)
+
+# The outbound messages stored and not yet known to be published: a row goes in with
+# its message and out once the API replica has the broker's confirm (``outbox.py``).
+# A row left long after its request's time limit is a request whose replica died in
+# between; ``fail_abandoned_unsent`` marks its message failed.
+unsent_messages = sa.Table(
+    "unsent_messages",
+    metadata,
+    sa.Column("message_id", _ID, primary_key=True),
+    _time("created_at"),
+    sa.Index("ix_unsent_messages_created_at", "created_at"),
 )
 
 batches = sa.Table(
@@ -239,6 +253,16 @@ notifications = sa.Table(
 
 # Conversations (seed 002): a vcita communication app's businesses, channels, sessions
 # and messages. ``tenant`` names the communication app (its VCS tokens are its own).
+
+# The notifications stored and not yet known to be published, as ``unsent_messages``
+# for messages (``outbound/unsent.py``).
+unsent_notifications = sa.Table(
+    "unsent_notifications",
+    metadata,
+    sa.Column("notification_id", sa.Integer(), primary_key=True, autoincrement=False),
+    _time("created_at"),
+    sa.Index("ix_unsent_notifications_created_at", "created_at"),
+)
 
 vcita_businesses = sa.Table(
     "vcita_businesses",

@@ -76,6 +76,7 @@ from vumi_like.stores.pagination import MAX_PAGE_SIZE
 from vumi_like.stores.queries import (
     clients,
     conversations,
+    forget_unsent,
     idempotency,
     messages,
     notifications,
@@ -83,6 +84,7 @@ from vumi_like.stores.queries import (
     to_db,
     webhooks,
 )
+from vumi_like.stores.schema import unsent_messages, unsent_notifications
 from vumi_like.stores.status import MessageStatus
 
 __all__ = ["MessageStore", "open_store"]
@@ -242,23 +244,46 @@ class MessageStore:
     # -- messages ---------------------------------------------------------------------
 
     async def create_messages(
-        self, new: Sequence[NewMessage], *, batch: NewBatch | None = None
+        self, new: Sequence[NewMessage], *, batch: NewBatch | None = None, unsent: bool = True
     ) -> list[StoredMessage]:
         """Store outbound messages, and their batch if given, all or none.
 
         Each starts with its ``status`` (QUEUED unless said otherwise) and a "created"
         transition. With ``batch``, every message must name it and share its tenant.
+        Each QUEUED one is also among the unsent (``forget_unsent``) if ``unsent``.
         ``AlreadyExists`` if a message or the batch id is taken.
         """
-        return await self._creates.run(messages.create_messages, list(new), batch, self._now())
+        return await self._creates.run(
+            messages.create_messages, list(new), batch, self._now(), unsent
+        )
 
     async def resume_messages(
-        self, new: Sequence[NewMessage], *, batch: NewBatch | None = None
+        self, new: Sequence[NewMessage], *, batch: NewBatch | None = None, unsent: bool = True
     ) -> list[StoredMessage]:
         """``create_messages`` for a request resuming its own abandoned ``Idempotency-Key``
         claim (``RequestIds.resumed``): what its first run stored, as it is now, if it
         did; else they are created."""
-        return await self._run(messages.resume_messages, list(new), batch, self._now())
+        return await self._run(messages.resume_messages, list(new), batch, self._now(), unsent)
+
+    async def forget_unsent(self, message_ids: Sequence[str]) -> None:
+        """Strike ``message_ids`` from the messages stored and not yet known to be
+        published: the broker confirmed them, or their request marked them failed."""
+        if message_ids:
+            await self._run(forget_unsent, unsent_messages, list(message_ids))
+
+    async def fail_abandoned_unsent(
+        self, older_than: float, *, event_type: str, raw: dict[str, Any], limit: int = 500
+    ) -> list[str]:
+        """Mark DELIVERY_FAILED, by an ``event_type`` event with ``raw``, the messages
+        stored over ``older_than`` seconds ago and since neither known to be published
+        nor failed by their request: their request's replica died in between. At most
+        ``limit`` of them, oldest first; the ids of those marked (one that an event
+        moved on meanwhile is struck off and left as it is)."""
+        now = self._now()
+        stored_before = now - timedelta(seconds=older_than)
+        return await self._run(
+            messages.fail_abandoned_unsent, stored_before, event_type, raw, now, limit
+        )
 
     async def record_inbound(self, new: NewMessage) -> StoredMessage:
         """Store an inbound message, RECEIVED (whatever ``new.status`` says)."""
@@ -604,6 +629,22 @@ class MessageStore:
     ) -> bool:
         """Set ``backend``'s outcome on notification ``pk``; False if it was deleted."""
         return await self._run(notifications.record_delivery, pk, backend, outcome)
+
+    async def forget_unsent_notifications(self, pks: Sequence[int]) -> None:
+        """Strike ``pks`` from the notifications stored and not yet known to be
+        published: the broker confirmed them, or refused them, or they were deleted."""
+        if pks:
+            await self._run(forget_unsent, unsent_notifications, list(pks))
+
+    async def fail_abandoned_unsent_notifications(
+        self, older_than: float, outcome: dict[str, Any], *, limit: int = 500
+    ) -> list[int]:
+        """Set ``outcome`` on each backend still ``queued`` of the notifications stored
+        over ``older_than`` seconds ago and since never known to be published: their
+        request's replica died in between. At most ``limit`` of them, oldest first;
+        the ids of those changed."""
+        stored_before = self._now() - timedelta(seconds=older_than)
+        return await self._run(notifications.fail_abandoned_unsent, stored_before, outcome, limit)
 
     # -- conversations with vcita (seed 002) ----------------------------------------
     # ``tenant`` names the communication app; see ``queries/conversations.py``.

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from vumi_like.auth import AuthSettings
 from vumi_like.config import BaseConfig
 from vumi_like.messaging.channels import ChannelsSettings
+from vumi_like.outbound.unsent import UnsentSettings
 from vumi_like.stores import StoreSettings
 
 __all__ = ["MessagingApiConfig"]
@@ -14,7 +15,7 @@ __all__ = ["MessagingApiConfig"]
 E164 = r"^\+[1-9]\d{6,14}$"
 
 
-class MessagingApiConfig(BaseConfig, ChannelsSettings, StoreSettings):
+class MessagingApiConfig(BaseConfig, ChannelsSettings, StoreSettings, UnsentSettings):
     connector_name: str = Field(
         description="Connector: publishes <name>.outbound (the event dispatcher consumes "
         "<name>.inbound and <name>.event)"

@@ -20,6 +20,8 @@ the same ``Idempotency-Key``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,7 +51,7 @@ from vumi_like.openapi.document import (
 )
 from vumi_like.openapi.idempotency import answer_once
 from vumi_like.outbound.outbox import BatchJob, Outbox
-from vumi_like.stores import RequestIds, StoreUnavailable
+from vumi_like.stores import RequestIds, StoreError, StoreUnavailable
 from vumi_like.validation import describe_validation_error
 from vumi_like.worker import BaseWorker
 
@@ -98,9 +100,20 @@ class MessagingApi(BaseWorker):
             batches=batches,
             subscriptions=Subscriptions(self.store, max_age=self.config.subscriptions_max_age),
         )
+        assert self.outbox.unsent is not None  # tracked: this worker's dead runs need it
+        self.nursery.start_soon(
+            functools.partial(
+                self.outbox.unsent.keep,
+                request_timeout=self.config.request_timeout,
+                sweep_every=self.config.unsent_sweep_interval,
+            )
+        )
         self.serve_http_api()
 
     async def teardown(self) -> None:
+        with contextlib.suppress(StoreError):
+            if self.outbox.unsent is not None:
+                await self.outbox.unsent.forget_settled()
         await self.store.aclose()
 
     async def _send_batch(self, job: BatchJob) -> None:

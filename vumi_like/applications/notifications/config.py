@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from vumi_like.auth import AuthSettings
 from vumi_like.config import BaseConfig
 from vumi_like.messaging.channels import ChannelsSettings
+from vumi_like.outbound.unsent import UnsentSettings
 from vumi_like.retry import RetrySettings
 from vumi_like.stores import StoreSettings
 
@@ -17,7 +18,9 @@ __all__ = ["BACKENDS", "NotificationsApiConfig"]
 BACKENDS = ("mqtt", "channels")
 
 
-class NotificationsApiConfig(BaseConfig, StoreSettings, ChannelsSettings, RetrySettings):
+class NotificationsApiConfig(
+    BaseConfig, StoreSettings, ChannelsSettings, RetrySettings, UnsentSettings
+):
     prefix: str = Field(default="/api/v1/messaging", description="Path the API is served under")
     auth: AuthSettings = Field(
         description="The Messaging API's auth settings (the same jwt_secret, audience and "

@@ -47,6 +47,8 @@ a copy is kept in ``docs/notifications.openapi.json``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -98,6 +100,7 @@ from vumi_like.openapi.document import (
 from vumi_like.openapi.http import json_response, problems
 from vumi_like.openapi.idempotency import IdempotencyHeaders, answer_once
 from vumi_like.outbound.outbox import BatchJob, Outbox
+from vumi_like.outbound.unsent import Unsent
 from vumi_like.stores import (
     AlreadyExists,
     InvalidCursor,
@@ -106,6 +109,7 @@ from vumi_like.stores import (
     NotificationUser,
     Permission,
     RequestIds,
+    StoreError,
     StoreUnavailable,
 )
 from vumi_like.validation import describe_validation_error
@@ -123,6 +127,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The reason a backend of a notification whose request's replica died before
+# publishing it is marked failed with (``outbound/unsent.py``).
+ABANDONED_REASON = "the API replica that took its request stopped before publishing it"
+
+
 class NotificationsApi(BaseWorker):
     config_class = NotificationsApiConfig
     config: NotificationsApiConfig
@@ -138,7 +147,23 @@ class NotificationsApi(BaseWorker):
             await self._set_up_mqtt()
         if "channels" in self.config.backends:
             await self._set_up_channels()
+        self.unsent: Unsent[int] = Unsent(
+            forget=self.store.forget_unsent_notifications,
+            sweep=self._sweep_unsent,
+            what="notifications",
+        )
+        self.nursery.start_soon(
+            functools.partial(
+                self.unsent.keep,
+                request_timeout=self.config.request_timeout,
+                sweep_every=self.config.unsent_sweep_interval,
+            )
+        )
         self.serve_http_api()
+
+    async def _sweep_unsent(self, older_than: float) -> list[int]:
+        failed = {"state": "failed", "at": _now().isoformat(), "reason": ABANDONED_REASON}
+        return await self.store.fail_abandoned_unsent_notifications(older_than, failed)
 
     async def _set_up_mqtt(self) -> None:
         name = self.config.mqtt_connector
@@ -162,6 +187,7 @@ class NotificationsApi(BaseWorker):
             webhooks=await self.setup_job_connector(config.webhook_queue_name(), WebhookJob),
             batches=await self.setup_job_connector(config.batch_queue_name(), BatchJob),
             subscriptions=Subscriptions(self.store, max_age=config.subscriptions_max_age),
+            track_unsent=False,
         )
         self.fanout = ChannelsBackend(
             config=config, store=self.store, outbox=outbox, retry_policy=config.retry_policy()
@@ -171,6 +197,8 @@ class NotificationsApi(BaseWorker):
         )
 
     async def teardown(self) -> None:
+        with contextlib.suppress(StoreError):
+            await self.unsent.forget_settled()
         await self.store.aclose()
 
     # -- HTTP
@@ -389,9 +417,11 @@ class NotificationsApi(BaseWorker):
                 await self._fail_queued(notification, failed, f"the broker refused it: {exc}")
             else:
                 await self.store.delete_notification(tenant, notification.id)
+            self.unsent.settled(notification.id)
             raise ProblemError(
                 503, f"the message could not be queued: {exc}", code="BROKER_UNAVAILABLE"
             ) from exc
+        self.unsent.settled(notification.id)
         return notification
 
     async def _fail_queued(

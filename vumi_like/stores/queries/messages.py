@@ -36,8 +36,8 @@ from vumi_like.stores.models import (
     Transition,
 )
 from vumi_like.stores.pagination import keyset_page
-from vumi_like.stores.queries import from_db, to_db
-from vumi_like.stores.schema import batches, message_events, messages
+from vumi_like.stores.queries import forget_unsent, from_db, take_unsent, to_db
+from vumi_like.stores.schema import batches, message_events, messages, unsent_messages
 from vumi_like.stores.status import MessageStatus, next_status
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "batch_statuses",
     "create_many",
     "create_messages",
+    "fail_abandoned_unsent",
     "get_message",
     "history",
     "list_messages",
@@ -132,28 +133,34 @@ def _check_new(new: Sequence[NewMessage], batch: NewBatch | None) -> None:
 
 
 def create_messages(
-    conn: sa.Connection, new: Sequence[NewMessage], batch: NewBatch | None, now: datetime
+    conn: sa.Connection,
+    new: Sequence[NewMessage],
+    batch: NewBatch | None,
+    now: datetime,
+    unsent: bool = True,
 ) -> list[StoredMessage]:
-    [stored] = create_many(conn, [(new, batch, now)])
+    """Store outbound messages (and their batch), each QUEUED one also among the unsent
+    if ``unsent`` (``outbound/unsent.py``)."""
+    [stored] = create_many(conn, [(new, batch, now, unsent)])
     return stored
 
 
 def create_many(
     conn: sa.Connection,
-    calls: Sequence[tuple[Sequence[NewMessage], NewBatch | None, datetime]],
+    calls: Sequence[tuple[Sequence[NewMessage], NewBatch | None, datetime, bool]],
 ) -> list[list[StoredMessage]]:
     """``create_messages`` for each call, in one insert per table.
 
     A store's concurrent creations share a transaction (``grouping.py``): an API
     replica under load creates dozens of single messages at once, and these are
-    two statements in all rather than two each. A taken id fails them all, and the
+    three statements in all rather than three each. A taken id fails them all, and the
     group then runs each call alone, so only the call that reused it fails.
     """
-    for new, batch, _ in calls:
+    for new, batch, _, _ in calls:
         _check_new(new, batch)
     batch_rows = [
         attrs.asdict(batch) | {"created_at": now, "message_count": len(new)}
-        for new, batch, now in calls
+        for new, batch, now, _ in calls
         if batch is not None
     ]
     if batch_rows:
@@ -163,16 +170,30 @@ def create_many(
             ids = ", ".join(row["batch_id"] for row in batch_rows)
             raise AlreadyExists(f"batch {ids} exists already") from None
     created = [
-        [_stored(message, Direction.OUTBOUND, now) for message in new] for new, _, now in calls
+        [_stored(message, Direction.OUTBOUND, now) for message in new] for new, _, now, _ in calls
     ]
-    rows = [(m, now) for stored, (_, _, now) in zip(created, calls, strict=True) for m in stored]
+    made = list(zip(created, calls, strict=True))
+    rows = [(m, now) for stored, (_, _, now, _) in made for m in stored]
     if rows:
         _insert(conn, rows)
+    unsent_rows = [
+        {"message_id": m.message_id, "created_at": now}
+        for stored, (_, _, now, unsent) in made
+        if unsent
+        for m in stored
+        if m.status is MessageStatus.QUEUED
+    ]
+    if unsent_rows:
+        conn.execute(sa.insert(unsent_messages), unsent_rows)
     return created
 
 
 def resume_messages(
-    conn: sa.Connection, new: Sequence[NewMessage], batch: NewBatch | None, now: datetime
+    conn: sa.Connection,
+    new: Sequence[NewMessage],
+    batch: NewBatch | None,
+    now: datetime,
+    unsent: bool = True,
 ) -> list[StoredMessage]:
     """``create_messages`` for a request run again under its own ``Idempotency-Key`` claim
     (``RequestIds.resumed``), whose message ids are its first run's: the messages as
@@ -188,7 +209,7 @@ def resume_messages(
     )
     found = {row.message_id: _from_row(row) for row in rows}
     if not found:
-        return create_messages(conn, new, batch, now)
+        return create_messages(conn, new, batch, now, unsent)
     if len(found) != len(ids):
         raise StoreError(f"only {len(found)} of the request's {len(ids)} messages are stored")
     transitions = _transitions_of(conn, ids)
@@ -350,6 +371,33 @@ def apply_events(conn: sa.Connection, calls: Sequence[EventCall]) -> list[EventO
     if moved:
         conn.execute(_SET_STATUS, list(moved.values()))
     return outcomes
+
+
+def fail_abandoned_unsent(
+    conn: sa.Connection,
+    stored_before: datetime,
+    event_type: str,
+    raw: dict[str, Any],
+    now: datetime,
+    limit: int,
+) -> list[str]:
+    """Mark DELIVERY_FAILED (an ``event_type`` event with ``raw``) the unsent messages
+    stored before ``stored_before`` and still QUEUED, and strike every one of them
+    from the unsent (at most ``limit``, oldest first); the ids of those marked.
+
+    A message no longer QUEUED had been published after all (an event came for it):
+    it is struck off and left as it is. Replicas sweeping at once never mark one
+    message twice (``take_unsent``).
+    """
+    ids = take_unsent(conn, unsent_messages, stored_before, limit)
+    if not ids:
+        return []
+    locked = conn.execute(_LOCK_MESSAGES, {"message_ids": ids})
+    queued = [row.message_id for row in locked if row.status == MessageStatus.QUEUED.value]
+    failed = MessageStatus.DELIVERY_FAILED
+    apply_events(conn, [(m, None, event_type, failed, now, raw, now) for m in queued])
+    forget_unsent(conn, unsent_messages, ids)
+    return queued
 
 
 def batch_statuses(

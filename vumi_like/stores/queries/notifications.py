@@ -25,12 +25,13 @@ from vumi_like.stores.models import (
     Permission,
 )
 from vumi_like.stores.pagination import decode_cursor, encode_cursor, page_size
-from vumi_like.stores.queries import from_db
+from vumi_like.stores.queries import forget_unsent, from_db, take_unsent
 from vumi_like.stores.schema import (
     notification_members,
     notification_targets,
     notification_users,
     notifications,
+    unsent_notifications,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "create_notification",
     "create_target",
     "delete_notification",
+    "fail_abandoned_unsent",
     "get_notification",
     "get_target",
     "list_notifications",
@@ -246,6 +248,9 @@ def create_notification(
     }
     inserted = conn.execute(notifications.insert().values(**values)).inserted_primary_key
     assert inserted is not None
+    conn.execute(
+        sa.insert(unsent_notifications).values(notification_id=inserted[0], created_at=now)
+    )
     return _notification({"id": inserted[0], **values})
 
 
@@ -281,7 +286,10 @@ def delete_notification(conn: sa.Connection, tenant: str, pk: int) -> bool:
     query = sa.delete(notifications).where(
         notifications.c.tenant == tenant, notifications.c.id == pk
     )
-    return conn.execute(query).rowcount > 0
+    deleted = conn.execute(query).rowcount > 0
+    if deleted:  # its id may be given again (SQLite reuses the highest)
+        forget_unsent(conn, unsent_notifications, [pk])
+    return deleted
 
 
 def list_notifications(
@@ -324,3 +332,34 @@ def record_delivery(conn: sa.Connection, pk: int, backend: str, outcome: dict[st
         sa.update(notifications).where(notifications.c.id == pk).values(deliveries=deliveries)
     )
     return True
+
+
+def fail_abandoned_unsent(
+    conn: sa.Connection, stored_before: datetime, outcome: dict[str, Any], limit: int
+) -> list[int]:
+    """Set ``outcome`` on every backend still ``queued`` of the unsent notifications
+    stored before ``stored_before``, and strike them all from the unsent (at most
+    ``limit``, oldest first); the ids of those changed. Replicas sweeping at once never
+    mark one twice (``take_unsent``)."""
+    pks = take_unsent(conn, unsent_notifications, stored_before, limit)
+    if not pks:
+        return []
+    rows = conn.execute(
+        sa.select(notifications.c.id, notifications.c.deliveries)
+        .where(notifications.c.id.in_(pks))
+        .order_by(notifications.c.id)
+        .with_for_update()
+    )
+    changed = []
+    for row in rows:
+        queued = [b for b, done in row.deliveries.items() if done.get("state") == "queued"]
+        if queued:
+            deliveries = {**row.deliveries, **dict.fromkeys(queued, outcome)}
+            conn.execute(
+                sa.update(notifications)
+                .where(notifications.c.id == row.id)
+                .values(deliveries=deliveries)
+            )
+            changed.append(row.id)
+    forget_unsent(conn, unsent_notifications, pks)
+    return changed
