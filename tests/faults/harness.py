@@ -371,10 +371,12 @@ async def publish_all(
 
 
 @contextlib.asynccontextmanager
-async def own_broker(queues: list[str]) -> AsyncIterator[BrokerInspector]:
+async def own_broker(
+    queues: list[str], amqp_url: str = AMQP_URL
+) -> AsyncIterator[BrokerInspector]:
     """The test's own connection to RabbitMQ, declaring ``queues`` (deleted afterwards,
     with whatever is left in them)."""
-    async with open_inspector(AMQP_URL) as broker:
+    async with open_inspector(amqp_url) as broker:
         for queue in queues:
             await broker.declare_queue(queue)
         try:
@@ -1022,15 +1024,16 @@ def api_pipeline(
     *,
     api_replicas: int = 1,
     api: dict[str, Any] | None = None,
+    api_each: Sequence[dict[str, Any]] = (),
     dispatcher: dict[str, Any] | None = None,
     delivery_delay: float = 0,
     extra_apps: tuple[str, ...] = (),
 ) -> None:
     """Start the Messaging API pipeline (API replicas ``api0``..., ``dispatcher``,
     ``router``, ``sms``: a simulator acking at once and reporting DELIVERED
-    ``delivery_delay`` seconds later) with
-    ``prefix`` on every queue (``api_queues``); ``api`` and ``dispatcher`` add to
-    those workers' configs. The router also serves ``extra_apps`` (connectors
+    ``delivery_delay`` seconds later) with ``prefix`` on every queue (``api_queues``);
+    ``api`` and ``dispatcher`` add to those workers' configs, ``api_each[n]`` to
+    ``api<n>``'s. The router also serves ``extra_apps`` (connectors
     ``<prefix><app>``, taking no inbound), for envelopes a test sends it directly."""
     connector, transport = f"{prefix}messaging", f"{prefix}sms"
     channels = api_channels(prefix)
@@ -1048,6 +1051,7 @@ def api_pipeline(
                 "channels": channels,
                 **store,
                 **(api or {}),
+                **(api_each[n] if n < len(api_each) else {}),
             },
         )
     fleet.add(
@@ -1156,16 +1160,17 @@ async def post_all(
     body: Callable[[int], dict[str, Any]] = sms,
     created: int = 202,
     id_key: str = "messageId",
+    keyed: bool = True,
 ) -> None:
     """POST ``count`` messages (``body(i)`` to ``path``; by default SMS to the Messaging
-    API), each with its own Idempotency-Key, over ``clients`` in turn (``send_all``: a
-    failed POST is sent again, with the same key, to the next client), until one
-    answers ``created``, whose ``id_key`` goes into ``accepted``. ``milestone`` (n,
-    event): the event is set once n are accepted."""
-    keys = [uuid.uuid4().hex for _ in range(count)]
+    API), each with its own Idempotency-Key (none if not ``keyed``), over ``clients`` in
+    turn (``send_all``: a failed POST is sent again, with the same key, to the next
+    client), until one answers ``created``, whose ``id_key`` goes into ``accepted``.
+    ``milestone`` (n, event): the event is set once n are accepted."""
+    keys = [{"Idempotency-Key": uuid.uuid4().hex} if keyed else {} for _ in range(count)]
 
     async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
-        return await client.post(path, json=body(i), headers={"Idempotency-Key": keys[i]})
+        return await client.post(path, json=body(i), headers=keys[i])
 
     def accept(i: int, answer: httpx.Response) -> bool:
         if answer.status_code != created:

@@ -26,12 +26,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 import trio
 
 from tests.faults.harness import (
+    AMQP_URL,
     DRAIN_TIMEOUT,
     KILL_AFTER,
     MESSAGES,
@@ -56,6 +59,10 @@ from tests.faults.harness import (
     subscribe,
     take_dead_letters,
 )
+from tests.stores.conftest import libpq_url
+from tests.tcp_proxy import TcpProxy
+from vumi_like.outbound.outbox import ABANDONED_REASON
+from vumi_like.outbound.unsent import STORE_BACK_GRACE, UNSENT_MARGIN
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -126,8 +133,85 @@ async def test_kill_9_of_api_replica_or_dispatcher_loses_nothing(
     assert stored == {"DELIVERED": API_MESSAGES}
 
 
+async def test_kill_9_of_api_replica_leaves_no_message_queued_for_good(
+    services: None, unique: str
+) -> None:
+    """Clients without an Idempotency-Key. The replica to be killed reaches RabbitMQ
+    through a proxy, which at the kill has been dropping what it sends for half a
+    second: its requests in flight have stored their messages and published them into
+    the void, waiting for confirms. They die unsent, and their POSTs are sent again,
+    as new requests. The replicas' sweep marks what the killed runs stored and never
+    published DELIVERY_FAILED; nothing stays QUEUED."""
+    schema = unique.replace("-", "_")
+    store = {"store_url": POSTGRES_URL, "store_schema": schema}
+    receiver = WebhookReceiver()
+    accepted: set[str] = set()
+    failures: list[str] = []
+    delivered = receiver.tally("DELIVERED")
+    # Unsent rows are swept request_timeout + UNSENT_MARGIN after they were stored,
+    # by a replica that has reached the store for STORE_BACK_GRACE.
+    api = {"request_timeout": 2, "unsent_sweep_interval": 0.5}
+    swept_within = 2 + UNSENT_MARGIN + STORE_BACK_GRACE + 10
+    broker_url = urlsplit(AMQP_URL)
+    proxy = TcpProxy(broker_url.port or 5672)
+    try:
+        async with own_broker(api_queues(f"{unique}-")) as broker:
+            with fleet_in_tmp() as fleet:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(proxy.serve)
+                    proxied = broker_url._replace(netloc=f"guest:guest@127.0.0.1:{proxy.port}")
+                    api_each = [{"amqp_url": urlunsplit(proxied)}]
+                    api_pipeline(
+                        fleet, f"{unique}-", store, api_replicas=2, api=api, api_each=api_each
+                    )
+                    await nursery.start(receiver.serve)
+                    await fleet.wait_healthy()
+                    statuses = await send_through_kill(
+                        fleet, "api0", receiver, accepted, failures, keyed=False, proxy=proxy
+                    )
+                    with trio.move_on_after(swept_within):
+                        while "QUEUED" in (stored := stored_statuses(POSTGRES_URL, schema)):  # noqa: ASYNC110
+                            await trio.sleep(0.5)
+                    nursery.cancel_scope.cancel()
+            letters = await take_dead_letters(broker, unique)
+        reasons = failure_reasons(POSTGRES_URL, schema)
+    finally:
+        drop_schema(POSTGRES_URL, schema)
+    print(
+        delivered.report("DELIVERED webhooks"),
+        f"| failed POSTs sent again: {len(failures)} | stored, by status: {stored}",
+        f"| marked failed, by reason: {reasons}",
+    )
+    assert len(accepted) == API_MESSAGES
+    assert not letters, [letter.summary() for letter in letters]
+    assert not delivered.missing, delivered.report("DELIVERED webhooks")
+    assert statuses == {"DELIVERED": API_MESSAGES}
+    # Nothing stays QUEUED; what is not DELIVERED is what a killed run never sent.
+    assert set(stored) == {"DELIVERED", "DELIVERY_FAILED"}, stored
+    assert stored["DELIVERED"] >= API_MESSAGES
+    assert stored["DELIVERED"] + stored["DELIVERY_FAILED"] <= API_MESSAGES + len(failures)
+    assert reasons.get(ABANDONED_REASON, 0) >= 1, reasons  # the killed runs' messages
+
+
+def failure_reasons(url: str, schema: str) -> dict[str, int]:
+    """How many messages were marked failed for want of sending, by the reason given."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        rows = conn.execute(
+            f"SELECT raw->>'error', count(*) FROM \"{schema}\".message_events "
+            "WHERE event_type = 'publish_failed' GROUP BY 1"
+        )
+        return {reason: count for reason, count in rows}
+
+
 async def send_through_kill(
-    fleet: Fleet, victim: str, receiver: WebhookReceiver, accepted: set[str], failures: list[str]
+    fleet: Fleet,
+    victim: str,
+    receiver: WebhookReceiver,
+    accepted: set[str],
+    failures: list[str],
+    *,
+    keyed: bool = True,
+    proxy: TcpProxy | None = None,
 ) -> dict[str, int]:
     """Subscribe the receiver, POST the messages, kill and restart ``victim`` after
     ``KILL_AFTER`` of them, wait for every DELIVERED webhook; the final statuses."""
@@ -138,7 +222,13 @@ async def send_through_kill(
 
     async def kill_and_restart() -> None:
         await reached.wait()
+        if proxy is not None:  # its publishes lost: its requests wait for confirms
+            proxy.dropping = True
+            await trio.sleep(0.5)
         fleet.kill(victim)
+        if proxy is not None:
+            proxy.cut()
+            proxy.dropping = False
         await trio.sleep(1)
         fleet.restart(victim)
         await fleet.wait_healthy(victim)
@@ -160,6 +250,7 @@ async def send_through_kill(
                     accepted,
                     on_failure=failures,
                     milestone=(int(API_MESSAGES * KILL_AFTER), reached),
+                    keyed=keyed,
                 )
             )
         delivered = receiver.tally("DELIVERED")

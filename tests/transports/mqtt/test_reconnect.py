@@ -11,8 +11,8 @@ import structlog
 import trio
 import trio.testing
 
+from tests.tcp_proxy import TcpProxy
 from tests.transports.mqtt.conftest import StateWatcher, quick_settings
-from tests.transports.mqtt.proxy import TcpProxy
 from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
 from vumi_like.transports.outcomes import ProviderUnavailable, TemporaryFailure
 

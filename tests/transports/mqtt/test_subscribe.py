@@ -6,8 +6,8 @@ import pytest
 import structlog
 import trio
 
+from tests.tcp_proxy import TcpProxy
 from tests.transports.mqtt.conftest import StateWatcher, quick_settings
-from tests.transports.mqtt.proxy import TcpProxy
 from vumi_like.transports.mqtt import TrioMqttClient, open_mqtt_client
 
 

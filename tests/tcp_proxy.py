@@ -1,9 +1,11 @@
-"""A TCP proxy between a client and the real broker, to cut or starve a connection.
+"""A TCP proxy between a client and the real broker (MQTT, AMQP), to cut or starve a
+connection.
 
 ``cut()`` closes every connection through it (the client sees the broker go away);
 ``refusing`` closes new connections at once (the broker is "down"); ``swallowing``
 drops what the broker sends (the broker has the client's packets, the client never
-hears back: no PUBACK, no PINGRESP).
+hears back: no PUBACK, no PINGRESP); ``dropping`` drops what the client sends (its
+publishes never reach the broker, and it waits for answers that cannot come).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class TcpProxy:
         self.port = 0
         self.refusing = False
         self.swallowing = False
+        self.dropping = False
         self._scopes: set[trio.CancelScope] = set()
 
     async def serve(
@@ -54,7 +57,7 @@ class TcpProxy:
     ) -> None:
         try:
             async for chunk in source:
-                if from_broker and self.swallowing:
+                if self.swallowing if from_broker else self.dropping:
                     continue
                 await sink.send_all(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
