@@ -84,6 +84,7 @@ API_MESSAGES = int(os.environ.get("FAULTS_API_MESSAGES", "400"))
 INBOUND_MESSAGES = MESSAGES // 5
 REPLICAS = ("turn0", "turn1")
 VICTIM = "turn0"
+HELD_AFTER = 0.6  # the share of outbound requests made before the fault must have begun
 
 
 @attrs.define
@@ -132,13 +133,13 @@ async def test_kill_9_of_turn_channels_api_replica_loses_nothing(
     finally:
         delete_redis_keys(f"{unique}:")
     sent_twice = at_turn.delivered.unexpected
-    accepted_at_kill, delivered_at_kill, inbound_at_kill = at_kill
+    accepted_at_kill, sent_at_kill, inbound_at_kill = at_kill
     print(
         " | ".join(tally.report(what) for what, tally in at_turn.tallies().items()),
         f"| failed POSTs sent again: {len(failures)} ({', '.join(sorted(set(failures)))})",
         f"| published by the killed replica, unanswered: {len(sent_twice)}",
         f"| at the kill: accepted {accepted_at_kill}/{API_MESSAGES},",
-        f"delivered {delivered_at_kill}/{API_MESSAGES},",
+        f"sent {sent_at_kill}/{API_MESSAGES},",
         f"inbound {inbound_at_kill}/{INBOUND_MESSAGES}",
     )
     # A kill after a direction had ended would prove nothing for it.
@@ -177,17 +178,26 @@ async def flow_through_fault(
     """POST the outbound and publish the inbound; run ``fault`` once ``after`` of each
     direction has arrived at Turn, and wait for the rest (``DRAIN_TIMEOUT`` at most: the
     caller checks ``missing``). How many outbound requests had been accepted, and
-    delivered statuses and inbound had arrived at Turn, when the fault began."""
+    delivered statuses and inbound had arrived at Turn, when the fault began.
+
+    The outbound requests past ``HELD_AFTER`` of them wait for the fault, so that some
+    always meet it however fast the replicas answer the ones before: if any waited,
+    they go once the fault is due, and it begins when ``SENDERS`` more are accepted,
+    with requests in flight as in a steady stream."""
     at_fault = (0, 0, 0)
+    held = Held(math.ceil(API_MESSAGES * HELD_AFTER))
     faulted = trio.Event()
 
     async def run_fault() -> None:
         nonlocal at_fault
-        await arrived_at_least(at_turn.delivered, math.ceil(API_MESSAGES * after))
+        await arrived_at_least(at_turn.sent, math.ceil(API_MESSAGES * after))
         await arrived_at_least(at_turn.inbound, math.ceil(INBOUND_MESSAGES * after))
+        released = len(accepted.arrived)
+        if held.release():
+            await arrived_at_least(accepted, released + SENDERS)
         at_fault = (
             len(accepted.arrived),
-            len(at_turn.delivered.arrived),
+            len(at_turn.sent.arrived),
             len(at_turn.inbound.arrived),
         )
         await fault()
@@ -205,7 +215,7 @@ async def flow_through_fault(
             nursery.start_soon(run_fault)
             bodies = [message.to_json() for message in inbound]
             nursery.start_soon(publish_along, broker, f"{app}.inbound", bodies, accepted)
-            await post_signed(clients, API_MESSAGES, accepted, failures)
+            await post_signed(clients, API_MESSAGES, accepted, failures, held)
             with trio.fail_after(60):
                 await faulted.wait()
             at_turn.sent.sent = set(accepted.arrived)
@@ -249,14 +259,39 @@ async def count_at_turn(turn: FakeTurn, at_turn: AtTurn) -> None:
         await trio.sleep(0.05)
 
 
+@attrs.define
+class Held:
+    """The requests from number ``first`` on wait for ``release``."""
+
+    first: int
+    released: trio.Event = attrs.field(factory=trio.Event)
+    waited: bool = False
+
+    async def wait(self, i: int) -> None:
+        if i >= self.first and not self.released.is_set():
+            self.waited = True
+            await self.released.wait()
+
+    def release(self) -> bool:
+        """Let them go; whether any was waiting."""
+        self.released.set()
+        return self.waited
+
+
 async def post_signed(
-    clients: list[httpx.AsyncClient], count: int, accepted: Tally, failures: list[str]
+    clients: list[httpx.AsyncClient],
+    count: int,
+    accepted: Tally,
+    failures: list[str],
+    held: Held | None = None,
 ) -> None:
     """POST ``count`` signed outbound requests as Turn does, over ``clients`` in turn
     (``send_all``: one that fails is sent again to the next client), until one answers
-    200; its id goes into ``accepted``."""
+    200; its id goes into ``accepted``. Those ``held`` wait for it first."""
 
     async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        if held is not None:
+            await held.wait(i)
         raw = json.dumps(turn_request(i)).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(SECRET, raw)}
         return await client.post("/messages", content=raw, headers=headers)

@@ -10,7 +10,8 @@ inbound at its ``/messages``. Here the replicas' message
 cache is in a redis-server of the test's own (``PrivateRedis``), stopped (SIGSTOP:
 every command times out) for 8 s, as in ``test_redis_outage.py``, once a fifth of
 each direction has arrived at Turn (earlier than the kill, since the outbound requests
-may all be answered before 30 % of the inbound are at Turn), then continued. The
+may all be answered before 30 % of the inbound are at Turn), then continued; the
+outbound requests past ``HELD_AFTER`` of them wait for it. The
 simulator reports DELIVERED ``DELIVERY_DELAY`` s after its ack, so that events still
 come to the replicas during the outage: the outbound requests they refuse meanwhile
 bring none, and those accepted before it could all have had theirs at once.
@@ -102,14 +103,14 @@ async def test_redis_stopped_under_turn_channels_api_replicas_loses_nothing(
                 put_off = put_off_counts(fleet, REPLICAS, f"{app}.", error="CacheUnavailable")
                 fleet.check_alive()
             letters = await take_dead_letters(broker, unique)
-    accepted_at_outage, delivered_at_outage, inbound_at_outage = at_outage
+    accepted_at_outage, sent_at_outage, inbound_at_outage = at_outage
     print(
         " | ".join(tally.report(what) for what, tally in at_turn.tallies().items()),
         f"| outbound requests refused and sent again: {len(failures)}",
         f"({', '.join(sorted(set(failures)))})",
         f"| deliveries put off by the replicas: {dict(put_off)}",
         f"| at the outage: accepted {accepted_at_outage}/{API_MESSAGES},",
-        f"delivered {delivered_at_outage}/{API_MESSAGES},",
+        f"sent {sent_at_outage}/{API_MESSAGES},",
         f"inbound {inbound_at_outage}/{INBOUND_MESSAGES};",
         f"delivered by its end {outage.acked_by_the_end}",
     )
