@@ -357,4 +357,7 @@ async def test_two_apis_and_two_dispatchers_sharing_a_store_deliver_every_messag
             ["QUEUED", "SENT", "DELIVERED"],
             ["QUEUED", "DELIVERED", "DELIVERED"],
         )
-    assert sorted(post.body["messageId"] for post in receiver.posts) == sorted(ids)
+    # One webhook a message; a POST the receiver answered too late for the dispatcher
+    # (a busy machine) goes again, under the same webhook-id, which receivers drop.
+    by_webhook_id = {post.headers["webhook-id"]: post.body["messageId"] for post in receiver.posts}
+    assert sorted(by_webhook_id.values()) == sorted(ids)

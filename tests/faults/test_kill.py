@@ -141,13 +141,15 @@ async def test_kill_9_of_api_replica_leaves_no_message_queued_for_good(
     second: its requests in flight have stored their messages and published them into
     the void, waiting for confirms. They die unsent, and their POSTs are sent again,
     as new requests. The replicas' sweep marks what the killed runs stored and never
-    published DELIVERY_FAILED; nothing stays QUEUED."""
+    published DELIVERY_FAILED, and their subscriber gets its DELIVERY_FAILED webhook;
+    nothing stays QUEUED."""
     schema = unique.replace("-", "_")
     store = {"store_url": POSTGRES_URL, "store_schema": schema}
     receiver = WebhookReceiver()
     accepted: set[str] = set()
     failures: list[str] = []
     delivered = receiver.tally("DELIVERED")
+    told_failed = receiver.tally("DELIVERY_FAILED")
     # Unsent rows are swept request_timeout + UNSENT_MARGIN after they were stored,
     # by a replica that has reached the store for STORE_BACK_GRACE.
     api = {"request_timeout": 2, "unsent_sweep_interval": 0.5}
@@ -172,6 +174,9 @@ async def test_kill_9_of_api_replica_leaves_no_message_queued_for_good(
                     with trio.move_on_after(swept_within):
                         while "QUEUED" in (stored := stored_statuses(POSTGRES_URL, schema)):  # noqa: ASYNC110
                             await trio.sleep(0.5)
+                    told_failed.sent = abandoned_ids(POSTGRES_URL, schema)
+                    with trio.move_on_after(10):
+                        await told_failed.wait_all()
                     nursery.cancel_scope.cancel()
             letters = await take_dead_letters(broker, unique)
         reasons = failure_reasons(POSTGRES_URL, schema)
@@ -179,6 +184,8 @@ async def test_kill_9_of_api_replica_leaves_no_message_queued_for_good(
         drop_schema(POSTGRES_URL, schema)
     print(
         delivered.report("DELIVERED webhooks"),
+        "|",
+        told_failed.report("DELIVERY_FAILED webhooks of the swept"),
         f"| failed POSTs sent again: {len(failures)} | stored, by status: {stored}",
         f"| marked failed, by reason: {reasons}",
     )
@@ -191,6 +198,18 @@ async def test_kill_9_of_api_replica_leaves_no_message_queued_for_good(
     assert stored["DELIVERED"] >= API_MESSAGES
     assert stored["DELIVERED"] + stored["DELIVERY_FAILED"] <= API_MESSAGES + len(failures)
     assert reasons.get(ABANDONED_REASON, 0) >= 1, reasons  # the killed runs' messages
+    assert not told_failed.missing, told_failed.report("DELIVERY_FAILED webhooks")
+
+
+def abandoned_ids(url: str, schema: str) -> set[str]:
+    """The ids of the messages the sweep marked failed."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        rows = conn.execute(
+            f'SELECT message_id FROM "{schema}".message_events '
+            "WHERE event_type = 'publish_failed' AND raw->>'error' = %s",
+            (ABANDONED_REASON,),
+        )
+        return {message_id for (message_id,) in rows}
 
 
 def failure_reasons(url: str, schema: str) -> dict[str, int]:

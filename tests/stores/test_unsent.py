@@ -14,10 +14,14 @@ S = MessageStatus
 ABANDONED = {"error": "its replica stopped"}
 
 
-async def sweep(store: MessageStore, older_than: float = 60) -> list[str]:
-    return await store.fail_abandoned_unsent(
-        older_than, event_type="publish_failed", raw=ABANDONED
+async def sweep(store: MessageStore, older_than: float = 60, **kwargs: Any) -> list[str]:
+    """Sweep, and strike off what it returns, as the outbox does once it has queued
+    their webhooks; the ids."""
+    failed = await store.fail_abandoned_unsent(
+        older_than, event_type="publish_failed", raw=ABANDONED, **kwargs
     )
+    await store.forget_unsent([message.message_id for message in failed])
+    return [message.message_id for message in failed]
 
 
 async def status_of(store: MessageStore, message_id: str) -> MessageStatus:
@@ -46,6 +50,48 @@ async def test_a_message_left_unsent_is_marked_failed_once_old_enough(
     assert last.raw == ABANDONED
     assert await sweep(store) == []  # struck off: swept once
     assert len((await store.get_message("acme", message.message_id)).transitions) == 2  # type: ignore[union-attr]
+
+
+async def test_a_message_marked_by_a_sweep_that_stopped_is_returned_again(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # The sweeping replica died before queuing the webhooks and striking it off.
+    [message] = await store.create_messages([new_message()])
+    clock.advance(61)
+    [failed] = await store.fail_abandoned_unsent(60, event_type="publish_failed", raw=ABANDONED)
+    assert failed.message_id == message.message_id
+    assert failed.status == S.DELIVERY_FAILED
+    assert [t.status_after for t in failed.transitions] == [S.QUEUED, S.DELIVERY_FAILED]
+    assert failed.transitions[-1].raw == ABANDONED
+    clock.advance(59)
+    assert await sweep(store) == []  # its row was dated anew when it was marked
+    clock.advance(2)
+    assert await sweep(store) == [message.message_id]
+    stored = await store.get_message("acme", message.message_id)
+    assert stored is not None
+    assert [t.status_after for t in stored.transitions] == [S.QUEUED, S.DELIVERY_FAILED]
+    clock.advance(120)
+    assert await sweep(store) == []  # struck off by the second
+
+
+async def test_a_message_failed_otherwise_whose_row_was_left_is_returned_too(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # Published and nacked before its replica, which then died, could strike it off.
+    [message] = await store.create_messages([new_message()])
+    nack = {"event_type": "nack", "nack_reason": "no route"}
+    await store.apply_event(
+        message.message_id,
+        event_id="n1",
+        event_type="nack",
+        proposed_status=S.DELIVERY_FAILED,
+        occurred_at=clock.now,
+        raw=nack,
+    )
+    clock.advance(61)
+    [failed] = await store.fail_abandoned_unsent(60, event_type="publish_failed", raw=ABANDONED)
+    assert [t.event_type for t in failed.transitions] == ["created", "nack"]
+    assert failed.transitions[-1].raw == nack
 
 
 async def test_what_was_published_or_never_to_be_sent_is_left_alone(
@@ -89,9 +135,7 @@ async def test_a_sweep_takes_the_oldest_first_up_to_its_limit(
 ) -> None:
     stored = [(await store.create_messages([new_message()]))[0] for _ in range(5)]
     clock.advance(120)
-    first = await store.fail_abandoned_unsent(
-        60, event_type="publish_failed", raw=ABANDONED, limit=3
-    )
+    first = await sweep(store, limit=3)
     assert sorted(first) == sorted(m.message_id for m in stored[:3])
     assert sorted(await sweep(store)) == sorted(m.message_id for m in stored[3:])
 
@@ -105,9 +149,7 @@ async def test_replicas_sweeping_at_once_mark_each_message_once(
         swept: list[list[str]] = []
 
         async def sweeper(store: MessageStore) -> None:
-            while marked := await store.fail_abandoned_unsent(
-                60, event_type="publish_failed", raw=ABANDONED, limit=20
-            ):
+            while marked := await sweep(store, limit=20):
                 swept.append(marked)
 
         async with trio.open_nursery() as nursery:

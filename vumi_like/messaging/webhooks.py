@@ -169,7 +169,8 @@ def status_body(
     at: datetime,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    """A status-change webhook's body. ``at`` is naive UTC (when the change happened)."""
+    """A status-change webhook's body. ``at`` is UTC, naive or aware (when the change
+    happened)."""
     body: dict[str, Any] = {
         "id": delivery,
         "statusCode": status_code,

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+import structlog
 import trio
 from pydantic import BaseModel
 
@@ -66,6 +67,8 @@ from vumi_like.stores import (
 from vumi_like.worker import JobConnector, PublishFailed, ReceiveInboundConnector
 
 __all__ = ["BatchJob", "Draft", "Outbox"]
+
+log = structlog.get_logger(__name__)
 
 # Where a message's channel-specific parts travel in its vumi envelope, for transports.
 HELPER_KEY = "messaging_api"
@@ -305,23 +308,29 @@ class Outbox:
             await self._queue_webhooks(job.tenant, stored, at)
 
     async def _queue_webhooks(
-        self, tenant: str, record: NewMessage | StoredMessage, at: datetime
+        self,
+        tenant: str,
+        record: NewMessage | StoredMessage,
+        at: datetime,
+        status: MessageStatus = MessageStatus.QUEUED,
+        reason: str | None = None,
     ) -> None:
-        """Queue the QUEUED webhooks of a message published at ``at``."""
+        """Queue the ``status`` webhooks of a message that took it at ``at``."""
         message_id = record.message_id
         await queue_webhooks(
             self.subscriptions,
             self.webhooks.publish,
             tenant=tenant,
             message_id=message_id,
-            status_code=MessageStatus.QUEUED,
+            status_code=status,
             body=lambda delivery: status_body(
-                MessageStatus.QUEUED,
+                status,
                 delivery=delivery,
                 message_id=message_id,
                 channel=record.channel,
                 context=record.context,
                 at=at,
+                reason=reason,
             ),
         )
 
@@ -361,9 +370,42 @@ class Outbox:
             self.unsent.settled(*message_ids)
 
     async def _sweep_unsent(self, older_than: float) -> list[str]:
-        return await self.store.fail_abandoned_unsent(
+        """Mark failed what dead replicas stored and never sent, and queue the
+        DELIVERY_FAILED webhooks of each: its client, who got no answer, learns of it
+        so. A message is struck off the unsent once its webhooks are queued; with the
+        broker away, a later sweep finds it again and queues them then."""
+        failed = await self.store.fail_abandoned_unsent(
             older_than, event_type=PUBLISH_FAILED, raw={"error": ABANDONED_REASON}
         )
+        told: list[str] = []
+        try:
+            for message in failed:
+                at, reason = _failure(message)
+                await self._queue_webhooks(
+                    message.tenant, message, at, MessageStatus.DELIVERY_FAILED, reason
+                )
+                told.append(message.message_id)
+        except PublishFailed as exc:
+            log.warning(
+                "cannot queue the webhooks of messages a stopped replica never sent: "
+                "broker unavailable; a later sweep queues them",
+                count=len(failed) - len(told),
+                error=str(exc),
+            )
+        if told:
+            await self.store.forget_unsent(told)
+        return [message.message_id for message in failed]
+
+
+def _failure(message: StoredMessage) -> tuple[datetime, str | None]:
+    """When ``message`` became DELIVERY_FAILED (UTC), and the reason its event gave: a
+    failed publish's error or a transport's nack reason."""
+    for transition in reversed(message.transitions):
+        if transition.changed and transition.status_after == MessageStatus.DELIVERY_FAILED:
+            raw = transition.raw or {}
+            reason = raw.get("error") or raw.get("nack_reason")
+            return transition.occurred_at, reason
+    return message.updated_at, None
 
 
 def _broker_unavailable() -> ProblemError:

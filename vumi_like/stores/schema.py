@@ -110,7 +110,8 @@ message_events = sa.Table(
 # The outbound messages stored and not yet known to be published: a row goes in with
 # its message and out once the API replica has the broker's confirm (``outbox.py``).
 # A row left long after its request's time limit is a request whose replica died in
-# between; ``fail_abandoned_unsent`` marks its message failed.
+# between; ``fail_abandoned_unsent`` marks its message failed, and dates the row anew
+# until the sweeping replica has queued the message's webhooks.
 unsent_messages = sa.Table(
     "unsent_messages",
     metadata,

@@ -273,12 +273,14 @@ class MessageStore:
 
     async def fail_abandoned_unsent(
         self, older_than: float, *, event_type: str, raw: dict[str, Any], limit: int = 500
-    ) -> list[str]:
+    ) -> list[StoredMessage]:
         """Mark DELIVERY_FAILED, by an ``event_type`` event with ``raw``, the messages
         stored over ``older_than`` seconds ago and since neither known to be published
         nor failed by their request: their request's replica died in between. At most
-        ``limit`` of them, oldest first; the ids of those marked (one that an event
-        moved on meanwhile is struck off and left as it is)."""
+        ``limit`` of them, oldest first. Returns them with their transitions, and
+        those a sweep had marked and not struck off (it died before their webhooks
+        were queued); strike each off with ``forget_unsent`` once its webhooks are.
+        One that an event moved on meanwhile is struck off and left as it is."""
         now = self._now()
         stored_before = now - timedelta(seconds=older_than)
         return await self._run(

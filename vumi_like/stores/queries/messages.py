@@ -380,24 +380,38 @@ def fail_abandoned_unsent(
     raw: dict[str, Any],
     now: datetime,
     limit: int,
-) -> list[str]:
+) -> list[StoredMessage]:
     """Mark DELIVERY_FAILED (an ``event_type`` event with ``raw``) the unsent messages
-    stored before ``stored_before`` and still QUEUED, and strike every one of them
-    from the unsent (at most ``limit``, oldest first); the ids of those marked.
+    stored before ``stored_before`` and still QUEUED (at most ``limit``, oldest first);
+    those marked, and those failed already, with their transitions.
 
-    A message no longer QUEUED had been published after all (an event came for it):
-    it is struck off and left as it is. Replicas sweeping at once never mark one
-    message twice (``take_unsent``).
+    A message that moved on otherwise had been published after all (an event came for
+    it): it is struck off the unsent and left as it is. A failed one keeps its row,
+    dated ``now``, until the caller has queued its webhooks and strikes it off
+    (``forget_unsent``); should the caller die first, a sweep ``stored_before`` from
+    then finds it failed, and returns it again. Replicas sweeping at once never take
+    one message twice (``take_unsent``).
     """
     ids = take_unsent(conn, unsent_messages, stored_before, limit)
     if not ids:
         return []
     locked = conn.execute(_LOCK_MESSAGES, {"message_ids": ids})
-    queued = [row.message_id for row in locked if row.status == MessageStatus.QUEUED.value]
+    status = {row.message_id: row.status for row in locked}
     failed = MessageStatus.DELIVERY_FAILED
+    queued = [m for m in ids if status.get(m) == MessageStatus.QUEUED.value]
     apply_events(conn, [(m, None, event_type, failed, now, raw, now) for m in queued])
-    forget_unsent(conn, unsent_messages, ids)
-    return queued
+    kept = [m for m in ids if status.get(m) in (MessageStatus.QUEUED.value, failed.value)]
+    forget_unsent(conn, unsent_messages, [m for m in ids if m not in kept])
+    if not kept:
+        return []
+    conn.execute(
+        sa.update(unsent_messages)
+        .where(unsent_messages.c.message_id.in_(kept))
+        .values(created_at=to_db(now))
+    )
+    rows = conn.execute(sa.select(messages).where(messages.c.message_id.in_(kept)))
+    transitions = _transitions_of(conn, kept)
+    return [attrs.evolve(_from_row(row), transitions=transitions[row.message_id]) for row in rows]
 
 
 def batch_statuses(
