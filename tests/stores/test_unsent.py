@@ -24,6 +24,25 @@ async def sweep(store: MessageStore, older_than: float = 60, **kwargs: Any) -> l
     return [message.message_id for message in failed]
 
 
+async def an_event(
+    store: MessageStore,
+    clock: FakeClock,
+    message_id: str,
+    event_type: str,
+    status: MessageStatus,
+    raw: dict[str, Any] | None = None,
+) -> None:
+    """A transport's event about ``message_id``, now."""
+    await store.apply_event(
+        message_id,
+        event_id=f"{event_type}-1",
+        event_type=event_type,
+        proposed_status=status,
+        occurred_at=clock.now,
+        raw=raw,
+    )
+
+
 async def status_of(store: MessageStore, message_id: str) -> MessageStatus:
     stored = await store.get_message("acme", message_id)
     assert stored is not None
@@ -80,14 +99,7 @@ async def test_a_message_failed_otherwise_whose_row_was_left_is_returned_too(
     # Published and nacked before its replica, which then died, could strike it off.
     [message] = await store.create_messages([new_message()])
     nack = {"event_type": "nack", "nack_reason": "no route"}
-    await store.apply_event(
-        message.message_id,
-        event_id="n1",
-        event_type="nack",
-        proposed_status=S.DELIVERY_FAILED,
-        occurred_at=clock.now,
-        raw=nack,
-    )
+    await an_event(store, clock, message.message_id, "nack", S.DELIVERY_FAILED, nack)
     clock.advance(61)
     [failed] = await store.fail_abandoned_unsent(60, event_type="publish_failed", raw=ABANDONED)
     assert [t.event_type for t in failed.transitions] == ["created", "nack"]
@@ -101,14 +113,7 @@ async def test_what_was_published_or_never_to_be_sent_is_left_alone(
     [unreachable] = await store.create_messages([new_message(status=S.NO_FEEDBACK_SETTINGS_FOUND)])
     await store.forget_unsent([published.message_id])
     # Published, and acked before its replica could strike it off.
-    await store.apply_event(
-        acked.message_id,
-        event_id="e1",
-        event_type="ack",
-        proposed_status=S.SENT,
-        occurred_at=clock.now,
-        raw=None,
-    )
+    await an_event(store, clock, acked.message_id, "ack", S.SENT)
     clock.advance(120)
     assert await sweep(store) == [unsent.message_id]
     assert await status_of(store, published.message_id) == S.QUEUED
