@@ -106,6 +106,22 @@ async def test_a_message_failed_otherwise_whose_row_was_left_is_returned_too(
     assert failed.transitions[-1].raw == nack
 
 
+async def test_a_request_resumed_late_keeps_what_it_sends_from_the_sweep(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    # Its first run died; a retry with its key resumes it just before the sweep's time.
+    drafts = [new_message(), new_message()]
+    await store.create_messages(drafts)
+    clock.advance(59)
+    resumed = await store.resume_messages(drafts)
+    assert [m.status for m in resumed] == [S.QUEUED, S.QUEUED]
+    clock.advance(2)
+    assert await sweep(store) == []  # dated anew by the resumed run
+    await store.forget_unsent([drafts[0].message_id])  # it sent one, then died too
+    clock.advance(59)
+    assert await sweep(store) == [drafts[1].message_id]
+
+
 async def test_what_was_published_or_never_to_be_sent_is_left_alone(
     store: MessageStore, clock: FakeClock
 ) -> None:
@@ -215,3 +231,20 @@ async def test_a_notification_published_meanwhile_is_struck_off_and_left_alone(
     again = await notification(store, {"mqtt": {"state": "queued"}})
     assert await store.delete_notification("acme", again)
     assert await notification(store, {"mqtt": {"state": "queued"}}) > pk
+
+
+async def test_a_notification_resumed_late_is_kept_from_the_sweep(
+    store: MessageStore, clock: FakeClock
+) -> None:
+    queued = {"state": "queued"}
+    created = await store.create_notification(
+        "acme", "xform", "1", "bob", "Hello", {}, {"mqtt": queued}, request_id="r1"
+    )
+    clock.advance(59)
+    resumed = await store.resume_notification("acme", "r1")
+    assert resumed is not None and resumed.id == created.id
+    assert await store.resume_notification("acme", "r2") is None
+    clock.advance(2)
+    assert await store.fail_abandoned_unsent_notifications(60, FAILED) == []
+    clock.advance(59)
+    assert await store.fail_abandoned_unsent_notifications(60, FAILED) == [created.id]

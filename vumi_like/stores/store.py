@@ -578,7 +578,7 @@ class MessageStore:
         request_id: str | None = None,
     ) -> Notification:
         """Store a notification; ``request_id`` is the id its request gave it
-        (``RequestIds``), to find it again with ``notification_by_request``."""
+        (``RequestIds``), to find it again with ``resume_notification``."""
         return await self._run(
             notifications.create_notification,
             tenant,
@@ -592,11 +592,11 @@ class MessageStore:
             request_id,
         )
 
-    async def notification_by_request(self, tenant: str, request_id: str) -> Notification | None:
-        """The notification its request gave ``request_id``, if it was stored."""
-        return await self._run(
-            notifications.notification_by_request, tenant, request_id, read_only=True
-        )
+    async def resume_notification(self, tenant: str, request_id: str) -> Notification | None:
+        """The notification its request gave ``request_id``, if it was stored, for that
+        request resuming its abandoned ``Idempotency-Key`` claim: kept from the unsent
+        sweep for another request's time."""
+        return await self._run(notifications.resume_notification, tenant, request_id, self._now())
 
     async def get_notification(self, tenant: str, pk: int) -> Notification | None:
         return await self._run(notifications.get_notification, tenant, pk, read_only=True)

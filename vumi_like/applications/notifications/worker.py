@@ -385,7 +385,7 @@ class NotificationsApi(BaseWorker):
         request_id = ids.new() if ids.keyed else None
         notification = None
         if ids.resumed and request_id is not None:
-            notification = await self.store.notification_by_request(tenant, request_id)
+            notification = await self.store.resume_notification(tenant, request_id)
         resumed = notification is not None
         if notification is None:
             notification = await self.store.create_notification(

@@ -198,10 +198,20 @@ def resume_messages(
     """``create_messages`` for a request run again under its own ``Idempotency-Key`` claim
     (``RequestIds.resumed``), whose message ids are its first run's: the messages as
     they are now, with their transitions, if that run stored them (it stored all or
-    none), else created now."""
+    none), else created now.
+
+    Their unsent rows are dated ``now``, so that no sweep marks failed what this run is
+    about to send; that comes first, so that a sweep holding them is waited for and
+    what it did is read."""
     _check_new(new, batch)
     ids = [message.message_id for message in new]
     tenants = {message.tenant for message in new}
+    if unsent:
+        conn.execute(
+            sa.update(unsent_messages)
+            .where(unsent_messages.c.message_id.in_(ids))
+            .values(created_at=now)
+        )
     rows = conn.execute(
         sa.select(messages).where(
             messages.c.message_id.in_(ids), messages.c.tenant.in_(sorted(tenants))

@@ -43,9 +43,9 @@ __all__ = [
     "get_notification",
     "get_target",
     "list_notifications",
-    "notification_by_request",
     "record_delivery",
     "remove_member",
+    "resume_notification",
     "set_member",
     "set_target",
     "user_by_client",
@@ -254,14 +254,22 @@ def create_notification(
     return _notification({"id": inserted[0], **values})
 
 
-def notification_by_request(
-    conn: sa.Connection, tenant: str, request_id: str
+def resume_notification(
+    conn: sa.Connection, tenant: str, request_id: str, now: datetime
 ) -> Notification | None:
-    """The notification its request gave ``request_id``, if it was stored."""
-    query = sa.select(notifications).where(
-        notifications.c.tenant == tenant, notifications.c.request_id == request_id
+    """The notification its request gave ``request_id``, if it was stored, for that
+    request run again. Its unsent row is dated ``now`` first, so that no sweep fails
+    what this run is about to publish, and a sweep holding it is waited for and what
+    it did is read."""
+    mine = notifications.c.tenant == tenant, notifications.c.request_id == request_id
+    conn.execute(
+        sa.update(unsent_notifications)
+        .where(
+            unsent_notifications.c.notification_id.in_(sa.select(notifications.c.id).where(*mine))
+        )
+        .values(created_at=now)
     )
-    row = conn.execute(query).one_or_none()
+    row = conn.execute(sa.select(notifications).where(*mine)).one_or_none()
     return None if row is None else _notification(row._mapping)
 
 
