@@ -28,8 +28,8 @@ ids, and sends those still QUEUED, rather than storing new ones.
 What no retry resumes is found all the same (``unsent.py``): each message to send is
 stored with a row among the unsent messages, struck off once the broker confirmed it
 or the request marked it failed; what a dead replica left there is marked
-DELIVERY_FAILED by any replica's sweep. A message that an event moved on meanwhile was
-published after all, and is left as it is.
+DELIVERY_FAILED by any replica's sweep, which queues its webhooks. A message that an
+event moved on meanwhile was published after all, and is left as it is.
 
 At-least-once, as everywhere: a replica that dies while publishing a batch leaves the
 batch job unacked, and the replica that takes it over publishes the whole batch again;

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["forget_unsent", "from_db", "take_unsent", "to_db"]
+__all__ = ["date_unsent", "forget_unsent", "from_db", "take_unsent", "to_db"]
 
 
 def to_db(value: datetime) -> datetime:
@@ -50,3 +50,9 @@ def forget_unsent(conn: sa.Connection, table: sa.Table, ids: Sequence[Any]) -> N
     """Strike ``ids`` (the first column) from the unsent ``table``: published, failed by
     their request, or gone."""
     conn.execute(sa.delete(table).where(table.c[0].in_(list(ids))))
+
+
+def date_unsent(conn: sa.Connection, table: sa.Table, ids: Any, now: datetime) -> None:
+    """Date the rows of ``ids`` (the first column; a sequence or a subquery) in the
+    unsent ``table`` ``now``: no sweep takes them for another request's time."""
+    conn.execute(sa.update(table).where(table.c[0].in_(ids)).values(created_at=now))

@@ -36,7 +36,7 @@ from vumi_like.stores.models import (
     Transition,
 )
 from vumi_like.stores.pagination import keyset_page
-from vumi_like.stores.queries import forget_unsent, from_db, take_unsent, to_db
+from vumi_like.stores.queries import date_unsent, forget_unsent, from_db, take_unsent, to_db
 from vumi_like.stores.schema import batches, message_events, messages, unsent_messages
 from vumi_like.stores.status import MessageStatus, next_status
 
@@ -207,11 +207,7 @@ def resume_messages(
     ids = [message.message_id for message in new]
     tenants = {message.tenant for message in new}
     if unsent:
-        conn.execute(
-            sa.update(unsent_messages)
-            .where(unsent_messages.c.message_id.in_(ids))
-            .values(created_at=now)
-        )
+        date_unsent(conn, unsent_messages, ids, now)
     rows = conn.execute(
         sa.select(messages).where(
             messages.c.message_id.in_(ids), messages.c.tenant.in_(sorted(tenants))
@@ -414,11 +410,7 @@ def fail_abandoned_unsent(
     forget_unsent(conn, unsent_messages, [m for m in ids if m not in kept])
     if not kept:
         return []
-    conn.execute(
-        sa.update(unsent_messages)
-        .where(unsent_messages.c.message_id.in_(kept))
-        .values(created_at=to_db(now))
-    )
+    date_unsent(conn, unsent_messages, kept, now)
     rows = conn.execute(sa.select(messages).where(messages.c.message_id.in_(kept)))
     transitions = _transitions_of(conn, kept)
     return [attrs.evolve(_from_row(row), transitions=transitions[row.message_id]) for row in rows]

@@ -25,7 +25,7 @@ from vumi_like.stores.models import (
     Permission,
 )
 from vumi_like.stores.pagination import decode_cursor, encode_cursor, page_size
-from vumi_like.stores.queries import forget_unsent, from_db, take_unsent
+from vumi_like.stores.queries import date_unsent, forget_unsent, from_db, take_unsent
 from vumi_like.stores.schema import (
     notification_members,
     notification_targets,
@@ -262,13 +262,7 @@ def resume_notification(
     what this run is about to publish, and a sweep holding it is waited for and what
     it did is read."""
     mine = notifications.c.tenant == tenant, notifications.c.request_id == request_id
-    conn.execute(
-        sa.update(unsent_notifications)
-        .where(
-            unsent_notifications.c.notification_id.in_(sa.select(notifications.c.id).where(*mine))
-        )
-        .values(created_at=now)
-    )
+    date_unsent(conn, unsent_notifications, sa.select(notifications.c.id).where(*mine), now)
     row = conn.execute(sa.select(notifications).where(*mine)).one_or_none()
     return None if row is None else _notification(row._mapping)
 
