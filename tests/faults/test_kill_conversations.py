@@ -186,7 +186,14 @@ async def start_conversations(
     vcs.app_url = fleet.url(callbacks_to) + APP_PATH
     channel_uid = await open_channel(fleet.url(callbacks_to), transport)
     await publish_all(broker, f"{app}.inbound", [m.to_json() for m in traffic.firsts])
-    await vcs.wait_for("POST", VCS_MESSAGES, CLIENTS, within=30)
+    try:
+        await vcs.wait_for("POST", VCS_MESSAGES, CLIENTS, within=30)
+    except trio.TooSlowError:
+        posted = len(vcs.received("POST", VCS_MESSAGES))
+        raise AssertionError(
+            f"{posted} of the {CLIENTS} clients' first messages reached VCS within 30 s; "
+            f"VCS's callbacks (path, the app's last answer): {vcs.callbacks}"
+        ) from None
     return Replies(channel_uid, traffic.clients, traffic.reply_uids)
 
 

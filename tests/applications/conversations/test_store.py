@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import trio
 
 from tests.stores.conftest import StoreTarget
-from tests.stores.conftest import store_target as store_target  # the fixture, re-exported
+from tests.stores.conftest import postgres_target as postgres_target  # the fixtures,
+from tests.stores.conftest import store_target as store_target  # re-exported
 from vumi_like.stores import (
     AlreadyExists,
     ChannelStatus,
@@ -16,6 +20,7 @@ from vumi_like.stores import (
     SessionStatus,
     new_id,
 )
+from vumi_like.stores.queries import conversations
 
 APP = "whatsapp-app"
 
@@ -167,3 +172,50 @@ async def test_a_reactivation_answer_does_not_undo_an_overtaking_confirmation(
         )
     assert after is not None and after.status == SessionStatus.ACTIVE
     assert reactivated is not None and reactivated.status == SessionStatus.PENDING
+
+
+async def test_a_confirmation_meeting_the_sessions_save_midway_is_refused_to_come_again(
+    postgres_target: StoreTarget,
+):
+    # VCS confirms a new session as soon as it has answered its creation, so the
+    # confirmation can come while the app that created it is saving its uid. Here the
+    # save commits between the confirmation's update (no row yet) and the read after
+    # it: the confirmation is refused ("no such session", VCS calls again), not
+    # answered with the pending session, which would end VCS's calls and leave the
+    # session pending for good.
+    async with postgres_target.open() as store:
+        channel = await store.add_vcita_channel(APP, "biz-1", "transactional", "sms", "1234")
+        await store.claim_vcita_session(APP, channel.channel_id, "+2782", stale_after=60)
+        with postgres_target.psycopg_connect() as creator:
+
+            class SavedAfterTheUpdate:
+                """The confirmation's connection: the creator's save commits after its
+                first statement."""
+
+                def __init__(self, conn: sa.Connection) -> None:
+                    self.conn, self.statements = conn, 0
+
+                def execute(self, *args: Any, **kwargs: Any) -> Any:
+                    result = self.conn.execute(*args, **kwargs)
+                    self.statements += 1
+                    if self.statements == 1:
+                        creator.execute(
+                            "UPDATE vcita_sessions SET session_uid = 's-1' "
+                            "WHERE external_uid = '+2782'"
+                        )
+                    return result
+
+            def confirm(conn: sa.Connection) -> Any:
+                now = datetime.now(UTC)
+                active = SessionStatus.ACTIVE
+                return conversations.set_session_status(
+                    SavedAfterTheUpdate(conn), APP, "s-1", active, None, now
+                )
+
+            # The store's own transaction, reached past its methods (_run) to put the
+            # save between the two statements.
+            assert await store._run(confirm) is None
+        saved = await store.vcita_session_by_uid(APP, "s-1")
+        assert saved is not None and saved.status == SessionStatus.PENDING
+        again = await store.set_vcita_session_status(APP, "s-1", "active")
+    assert again is not None and again.status == SessionStatus.ACTIVE

@@ -391,12 +391,19 @@ def set_session_status(
 ) -> VcitaSession | None:
     """Set the session's status (if ``only_from`` is given, only if it has that one:
     VCS's confirmation may overtake its answer to a reactivation). The session as it is
-    now; None if there is no such session."""
+    now; None if there is no such session.
+
+    Without ``only_from``, None also when the update found no row, even if the read
+    after it does: VCS's confirmation of a new session can come while its creator is
+    saving the session's uid, and the save may commit between the two statements.
+    Answered "no such session", VCS calls again; the status is never dropped."""
     where = (vcita_sessions.c.tenant == tenant, vcita_sessions.c.session_uid == session_uid)
     update = sa.update(vcita_sessions).where(*where)
     if only_from is not None:
         update = update.where(vcita_sessions.c.status == SessionStatus(only_from).value)
-    conn.execute(update.values(status=SessionStatus(status).value, updated_at=now))
+    values = {"status": SessionStatus(status).value, "updated_at": now}
+    if not conn.execute(update.values(**values)).rowcount and only_from is None:
+        return None
     return _one_session(conn, *where)
 
 
