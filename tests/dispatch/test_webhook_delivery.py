@@ -3,6 +3,7 @@ dead-letter queue, subscriptions' filters and deletion, slow receivers, tenants.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from tests.applications.messaging_api.harness import (
@@ -295,6 +296,7 @@ async def test_a_deleted_subscription_gets_nothing_more_not_even_jobs_queued_bef
     assert delivery.last_error == "the subscription was deleted"
 
 
+@pytest.mark.timing
 async def test_a_receiver_that_times_out_does_not_delay_another_receivers_webhooks(
     pipeline_broker: BrokerInspector, target: StoreTarget, unique: str
 ):

@@ -101,6 +101,7 @@ async def test_a_publish_in_flight_when_the_connection_drops_is_provider_unavail
     assert (first.payload, second.payload) == (b"once", b"marker")
 
 
+@pytest.mark.timing
 async def test_a_publish_never_acknowledged_is_a_temporary_failure(
     mosquitto: tuple[str, int], protocol: str, topic: str
 ) -> None:
@@ -131,6 +132,7 @@ async def test_a_silent_broker_is_noticed_by_keepalive(mosquitto: tuple[str, int
     assert lost.reason == "connection lost: the broker did not answer within keepalive"
 
 
+@pytest.mark.timing
 async def test_reconnect_waits_grow_to_the_maximum() -> None:
     """Failed attempts: the waits between them double from the first up to the cap."""
     watcher = StateWatcher()
