@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,40 @@ async def test_a_batch_runs_its_calls_in_key_order(database: CountingDatabase):
     assert database.transactions == 1
     assert ran == sorted(keys)
     assert results == {key: key * 10 for key in keys}  # each caller its own result
+
+
+async def test_calls_with_one_key_run_in_the_order_they_came_across_batches(
+    database: CountingDatabase,
+):
+    # Two batches run in two threads: a call whose key a running batch holds waits for
+    # it, so the second event of a message is never applied before the first.
+    ran: list[str] = []
+    release = threading.Event()
+
+    def note(conn: sa.Connection, key: int, label: str) -> str:
+        if label == "first":
+            release.wait(5)
+        ran.append(label)
+        return label
+
+    group = Group(
+        lambda: database,
+        trio.CapacityLimiter(4),
+        concurrency=2,
+        read_only=True,
+        order=lambda a: a[0],
+    )
+    results: dict[str, str] = {}
+
+    async def one(key: int, label: str) -> None:
+        results[label] = await group.run(note, key, label)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, 1, "first")
+        await trio.testing.wait_all_tasks_blocked()  # its batch runs, in its thread
+        nursery.start_soon(one, 1, "second")  # the same key: waits for that batch
+        with trio.fail_after(5):  # another key: the second slot takes it meanwhile
+            await one(2, "other")
+        release.set()
+    assert ran == ["other", "first", "second"]
+    assert results == {"first": "first", "second": "second", "other": "other"}

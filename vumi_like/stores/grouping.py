@@ -21,6 +21,11 @@ calls waiting at one moment as one transaction on one thread, in the order they 
   message and the delivery report of another, each behind the other in two batches,
   deadlocked: PostgreSQL's detector takes a second to break that, and both batches
   then ran again call by call;
+* calls with equal ``order`` keys run in the order they came, across batches too: a
+  call whose key a running batch holds waits for that batch to end. Two batches run
+  in two threads, and the second can reach a row before the first: under load, a
+  message's delivery report, come after its ack, was now and then applied before it
+  (the ack, late, then changed nothing, and no SENT webhook went out);
 * with ``together``, a batch of more than one call is ``together(connection, [args of
   each call, in order])``, which returns each call's result: one function doing in a
   few statements what the calls would do in many (``queries/messages.py``'s
@@ -36,6 +41,7 @@ thread runs (``store.py``): the transaction finishes, and is not undone.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +91,9 @@ class Group:
         self._max_batch = max_batch
         self._read_only = read_only
         self._waiting: list[_Call] = []
+        # The order keys of the calls in running batches, and how many of each.
+        self._running: collections.Counter[Any] = collections.Counter()
+        self._batch_ended = trio.Event()  # set, and replaced, each time a batch ends
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(connection, *args)`` in a transaction, maybe shared; its result."""
@@ -96,7 +105,12 @@ class Group:
                 async with self._slots:
                     if not call.taken:
                         await self._run_waiting(database)
-                await call.settled.wait()
+                if call.taken:
+                    await call.settled.wait()
+                elif not call.done:
+                    # Held back (its key's turn had not come) or past ``max_batch``:
+                    # once a batch ends, this call may go in the next.
+                    await self._batch_ended.wait()
         except BaseException:
             if call in self._waiting:  # cancelled before any batch took it: never run
                 self._waiting.remove(call)
@@ -106,13 +120,21 @@ class Group:
         return call.value
 
     async def _run_waiting(self, database: Database) -> None:
-        batch = self._waiting[: self._max_batch]
-        del self._waiting[: self._max_batch]
+        batch, held = self._take()
+        if not batch:
+            return
+        self._waiting = held
+        keys = [] if self._order is None else [self._order(call.args) for call in batch]
+        self._running.update(keys)
         for call in batch:
             call.taken = True
         try:
             await trio.to_thread.run_sync(self._run_batch, database, batch, limiter=self._limiter)
         finally:
+            for key in keys:
+                self._running[key] -= 1
+                if not self._running[key]:
+                    del self._running[key]
             # Not run (cancelled before the thread started): back to the front of the
             # queue for the next batch; their callers wake, and wait again.
             undone = [call for call in batch if not call.done]
@@ -121,6 +143,23 @@ class Group:
                 call.settled.set()
                 if not call.done:
                     call.taken, call.settled = False, trio.Event()
+            self._batch_ended.set()
+            self._batch_ended = trio.Event()
+
+    def _take(self) -> tuple[list[_Call], list[_Call]]:
+        """The next batch (at most ``max_batch`` of the waiting calls, in order, none
+        with a key a running batch holds), and the calls left waiting, in order."""
+        order, running = self._order, self._running
+        if order is None:
+            return self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+        batch: list[_Call] = []
+        held: list[_Call] = []
+        for call in self._waiting:
+            if len(batch) < self._max_batch and order(call.args) not in running:
+                batch.append(call)
+            else:
+                held.append(call)
+        return batch, held
 
     def _run_batch(self, database: Database, batch: list[_Call]) -> None:
         read_only = self._read_only
