@@ -14,8 +14,9 @@ default ``worker_concurrency`` (the dispatcher's 100, the others' 20), with a 10
 The script is the client and the webhook receiver. It gets a token, subscribes its
 receiver (a small httptools server on 127.0.0.1 answering 204, recording when each status of
 each message arrives) to every status, as the README's quick start does, so each message
-brings three webhooks (QUEUED, SENT, DELIVERED). Then, once every worker's ``/health``
-answers:
+brings three webhooks (QUEUED, SENT, DELIVERED), or two when its delivery report reaches
+the dispatcher before its ack (the late ack changes nothing, so no SENT). Then, once
+every worker's ``/health`` answers:
 
 1. **accepted msg/s**: ``--count`` POST /v1/messages as fast as ``--concurrency``
    keep-alive connections allow (the product's own webhook poster, which costs the machine
@@ -103,6 +104,7 @@ SHUTDOWN_TIMEOUT = 5  # each worker's; the script kills what is still up 10 s la
 START_TIMEOUT = 60
 HTTP_TIMEOUT = 30  # the API's own request_timeout
 DRAIN_TIMEOUT = 30  # for phase 1's DELIVERED webhooks, and phase 2's after the last POST
+WEBHOOK_STATUSES = ("QUEUED", "SENT", "DELIVERED")  # the statuses a message goes through here
 
 TENANT = "bench"
 CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret"
@@ -423,6 +425,7 @@ class Figures:
     latencies_ms: list[float] = attrs.field(factory=list)
     accept_latencies_ms: list[float] = attrs.field(factory=list)
     webhooks_received: int = 0
+    webhooks_by_status: dict[str, int] = attrs.field(factory=dict)  # messages with one
     webhook_posts: dict[str, float] = attrs.field(factory=dict)  # the dispatcher's, by outcome
     cpu: dict[str, dict[str, float]] = attrs.field(factory=dict)  # phase -> process -> %
     # process -> CPU ms per message over phase 1 and its drain (when it drained)
@@ -556,6 +559,9 @@ async def measure(figures: Figures, fleet: Fleet, specs: list[WorkerSpec], args:
             await client.poster.aclose()
 
         figures.webhooks_received = receiver.received
+        figures.webhooks_by_status = {
+            status: len(arrived) for status, arrived in receiver.arrivals.items()
+        }
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             figures.webhook_posts = await webhook_posts(client, http_url(workers["dispatcher"]))
         figures.peak_rss_kib = fleet.peak_rss_kib()
@@ -767,9 +773,15 @@ def report(f: Figures, args: Any) -> None:
             print(f"  {what} failed POSTs: {failures}")
     posts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(f.webhook_posts.items()))
     per_receiver = args.per_receiver_concurrency or PER_RECEIVER_DEFAULT
+    # A delivery report applied before its ack moves the message from QUEUED straight to
+    # DELIVERED: the late ack changes nothing, and sends no SENT webhook.
+    by_status = ", ".join(
+        f"{status} {f.webhooks_by_status.get(status, 0)}" for status in WEBHOOK_STATUSES
+    )
     print(
-        f"  webhooks received: {f.webhooks_received} (QUEUED, SENT, DELIVERED per message); "
-        f"dispatcher's POSTs (per_receiver_concurrency {per_receiver}): {posts or 'none'}"
+        f"  webhooks received: {f.webhooks_received}; of the {2 * f.count} messages, with a "
+        f"webhook of each status: {by_status}; dispatcher's POSTs (per_receiver_concurrency "
+        f"{per_receiver}): {posts or 'none'}"
     )
     loop = f"; broker I/O loop {io_loop_choice()}"
     print(
