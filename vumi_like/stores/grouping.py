@@ -57,6 +57,7 @@ __all__ = ["Group"]
 class _Call:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
+    key: Any = None  # its ``order`` key, when the group has one
     taken: bool = False  # by a batch, running or about to
     done: bool = False
     value: Any = None
@@ -98,7 +99,7 @@ class Group:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(connection, *args)`` in a transaction, maybe shared; its result."""
         database = self._database()
-        call = _Call(fn, args)
+        call = _Call(fn, args, None if self._order is None else self._order(args))
         self._waiting.append(call)
         try:
             while not call.done:
@@ -124,7 +125,7 @@ class Group:
         if not batch:
             return
         self._waiting = held
-        keys = [] if self._order is None else [self._order(call.args) for call in batch]
+        keys = [] if self._order is None else [call.key for call in batch]
         self._running.update(keys)
         for call in batch:
             call.taken = True
@@ -149,13 +150,13 @@ class Group:
     def _take(self) -> tuple[list[_Call], list[_Call]]:
         """The next batch (at most ``max_batch`` of the waiting calls, in order, none
         with a key a running batch holds), and the calls left waiting, in order."""
-        order, running = self._order, self._running
-        if order is None:
+        if self._order is None:
             return self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+        running = self._running
         batch: list[_Call] = []
         held: list[_Call] = []
         for call in self._waiting:
-            if len(batch) < self._max_batch and order(call.args) not in running:
+            if len(batch) < self._max_batch and call.key not in running:
                 batch.append(call)
             else:
                 held.append(call)
@@ -165,7 +166,7 @@ class Group:
         read_only = self._read_only
         if len(batch) > 1:
             order, many = self._order, self._together
-            ordered = batch if order is None else sorted(batch, key=lambda c: order(c.args))
+            ordered = batch if order is None else sorted(batch, key=lambda c: c.key)
 
             def together(connection: Any) -> list[Any]:
                 if many is not None:
